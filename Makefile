@@ -1,0 +1,33 @@
+# The two commands of the README:   make run   (the main job)   and   make test   (the tests).
+# Both create .venv on first use: torch first (the CPU build), then everything else pinned by constraints.txt.
+VENV   ?= .venv
+PYTHON ?= python3
+TORCH  ?= torch==2.13.0
+BIN    := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install run test test-all lint ui
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: install            ## prepare -> embed -> sweep for the datasets in params.yaml (DVC skips what is up to date)
+	dvc repro
+
+test: install           ## the fast suite (no network: the encoder comes from a package)
+	HF_HUB_OFFLINE=1 python -m pytest
+
+test-all: install       ## also the slow end-to-end tests on real data
+	HF_HUB_OFFLINE=1 python -m pytest -m ""
+
+lint: install
+	ruff check src tests benchmarks
+
+ui: install             ## browse runs at http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -1,0 +1,101 @@
+"""The `embalance` command: one sub-command per pipeline stage, plus `pipeline` and `cell`.
+
+    embalance prepare  --dataset sst2          # DVC stage `prepare`
+    embalance embed    --dataset sst2          # DVC stage `embed`
+    embalance sweep    --dataset sst2          # DVC stage `sweep`
+    embalance pipeline                         # prepare -> embed -> sweep for every dataset, one MLflow parent run
+    embalance cell --dataset sst2 --method smote --size 64   # one cell, tracked, no result files
+
+Every sub-command takes ``--params params.yaml`` and any number of ``--set section.key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from embalance.errors import EmbalanceError
+
+STAGES = ("prepare", "embed", "sweep", "pipeline", "cell")
+
+
+def _common(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. --set cv.n_folds=5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="embalance", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_ in (("prepare", "read a dataset's splits and write Parquet"), ("embed", "embed the prepared texts"), ("sweep", "run every (method, size) cell with 10-fold CV")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--dataset", required=True)
+        _common(p)
+        if name == "embed":
+            p.add_argument("--if-changed", action="store_true", help="skip when the embeddings already match data, model and max_length")
+    p = sub.add_parser("pipeline", help="prepare -> embed -> sweep for each dataset under one MLflow run")
+    p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
+    p.add_argument("--methods", default="", help="comma-separated methods (default: augment.methods)")
+    p.add_argument("--sizes", default="", help="comma-separated minority sizes (default: imbalance.sizes)")
+    _common(p)
+    p = sub.add_parser("cell", help="run and track one (dataset, method, size) cell")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--size", type=int, required=True)
+    _common(p)
+    return ap
+
+
+def _list_override(key: str, raw: str) -> list[str]:
+    return [f"{key}=[{raw}]"] if raw.strip() else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except EmbalanceError as e:
+        print(f"embalance {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from embalance.config import load_params
+
+    overrides = list(args.overrides)
+    if args.command == "pipeline":
+        overrides += _list_override("data.datasets", args.datasets)
+        overrides += _list_override("augment.methods", args.methods)
+        overrides += _list_override("imbalance.sizes", args.sizes)
+    elif args.command == "cell":
+        overrides += [f"augment.methods=[{args.method}]", f"imbalance.sizes=[{args.size}]"]
+    params = load_params(args.params, overrides)
+
+    if args.command == "prepare":
+        from embalance import prepare
+
+        prepare.run(params, args.dataset)
+    elif args.command == "embed":
+        from embalance import embed
+
+        embed.run(params, args.dataset, force=not args.if_changed)
+    elif args.command == "sweep":
+        from embalance import sweep
+
+        sweep.run(params, args.dataset)
+    elif args.command == "cell":
+        from embalance import sweep
+
+        cells = sweep.run(params, args.dataset, out_dir=Path("results") / args.dataset / "cells" / f"{args.method}-n{args.size}")
+        print(cells.drop(columns=["mlflow_run_id"]).T.to_string(header=False))
+    elif args.command == "pipeline":
+        from embalance import pipeline
+
+        pipeline.run(params)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

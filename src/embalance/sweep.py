@@ -1,0 +1,309 @@
+"""Stage `sweep`: every (method, minority size) cell of a dataset, 10-fold CV each, tracked in MLflow.
+
+Fold k of a cell: the imbalanced pool minus fold k is oversampled (training part only), an MLP is trained with
+early stopping on fold k, and the model is scored on the balanced test set. A fold whose oversampler cannot
+run is recorded with its status and reason, and the sweep goes on.
+
+Outputs (DVC): ``results/<dataset>/cells.csv`` (one row per cell), ``folds.csv`` (one row per fold),
+``metrics.json`` (for ``dvc metrics show``) and ``balanced_accuracy.png`` (for ``dvc plots show``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
+
+from embalance import tracking
+from embalance.augment import ResampleInfo, resample
+from embalance.config import derive_seed, seed_everything
+from embalance.errors import ConfigError, InfeasibleResampling
+from embalance.io import ensure_writable_dir, write_json
+from embalance.protocol import check_sizes, imbalanced_pool, stratified_folds
+from embalance.train import FitResult, TrainConfig, fit_mlp, predict_proba
+
+TEST_METRICS = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1")
+
+
+@dataclass
+class Embeddings:
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    class_names: list[str]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def load_embeddings(dataset: str, embeddings_dir: Path | None = None, prepared_dir: Path | None = None) -> Embeddings:
+    emb_dir = embeddings_dir or Path("data/embeddings") / dataset
+    prep_dir = prepared_dir or Path("data/prepared") / dataset
+    if not (emb_dir / "train.npy").is_file():
+        raise ConfigError(f"No embeddings in {str(emb_dir)!r}; run `embalance embed --dataset {dataset}` (or `dvc repro`) first.")
+    meta = json.loads((prep_dir / "meta.json").read_text()) if (prep_dir / "meta.json").is_file() else {}
+    y_train = np.load(emb_dir / "train_labels.npy")
+    n_classes = int(meta.get("n_classes", int(y_train.max()) + 1))
+    return Embeddings(
+        X_train=np.load(emb_dir / "train.npy"),
+        y_train=y_train,
+        X_test=np.load(emb_dir / "test.npy"),
+        y_test=np.load(emb_dir / "test_labels.npy"),
+        n_classes=n_classes,
+        class_names=meta.get("class_names", [str(c) for c in range(n_classes)]),
+        tags=tracking.data_tags(emb_dir),
+    )
+
+
+def test_metrics(proba: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro-F1 and per-class recall on the (balanced) test set."""
+    pred = proba.argmax(1)
+    recalls = {c: float(np.mean(pred[y == c] == c)) if np.any(y == c) else float("nan") for c in range(n_classes)}
+    out = {
+        "test_accuracy": float(np.mean(pred == y)),
+        "test_balanced_accuracy": float(np.nanmean(list(recalls.values()))),
+        "test_macro_f1": float(f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0)),
+    }
+    out.update({f"test_recall_{c}": r for c, r in recalls.items()})
+    return out
+
+
+@dataclass
+class FoldOutcome:
+    fold: int
+    status: str
+    reason: str
+    info: ResampleInfo | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_cell(
+    emb: Embeddings,
+    *,
+    method: str,
+    size: int,
+    params: Mapping[str, Any],
+    dataset: str,
+) -> list[FoldOutcome]:
+    """All folds of one cell. Pure: no tracking, no files."""
+    seed = params["seed"]
+    imb = params["imbalance"]
+    pool = imbalanced_pool(emb.y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
+    Xp, yp = emb.X_train[pool], emb.y_train[pool]
+    folds = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))
+    config = TrainConfig.from_params(params["train"])
+    outcomes: list[FoldOutcome] = []
+    for k, (tr, va) in enumerate(folds):
+        t0 = time.perf_counter()
+        try:
+            X_res, y_res, info = resample(method, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, k, method))
+        except InfeasibleResampling as e:
+            outcomes.append(FoldOutcome(k, e.status, e.reason, None, seconds=time.perf_counter() - t0))
+            continue
+        # The MLP's seed does not depend on the method: every method of a (size, fold) starts from the same
+        # initialisation and batch-order stream, so methods are compared pairwise on equal terms.
+        fit: FitResult = fit_mlp(X_res, y_res, Xp[va], yp[va], n_classes=emb.n_classes, config=config, seed=derive_seed(seed, dataset, size, k, "mlp"))
+        metrics = test_metrics(predict_proba(fit.model, emb.X_test), emb.y_test, emb.n_classes)
+        best = fit.best_epoch - 1
+        metrics.update(
+            best_val_loss=fit.history["val_loss"][best],
+            best_val_balanced_accuracy=fit.history["val_balanced_accuracy"][best],
+            best_epoch=fit.best_epoch,
+            epochs_run=fit.epochs_run,
+        )
+        val_counts = np.bincount(yp[va], minlength=emb.n_classes)
+        for c in range(emb.n_classes):
+            metrics[f"n_real_{c}"] = info.n_real.get(c, 0)
+            metrics[f"n_synthetic_{c}"] = info.n_synthetic.get(c, 0)
+            metrics[f"n_val_{c}"] = int(val_counts[c])
+        if info.k_effective is not None:
+            metrics["k_effective"] = info.k_effective
+        outcomes.append(FoldOutcome(k, "ok", "", info, metrics, fit.history, time.perf_counter() - t0))
+    return outcomes
+
+
+def summarise(outcomes: Sequence[FoldOutcome]) -> dict[str, Any]:
+    """Cell status and mean/std of each fold metric over the folds that ran."""
+    ok = [o for o in outcomes if o.status == "ok"]
+    failed = [o for o in outcomes if o.status != "ok"]
+    if not ok:
+        status, reason = failed[0].status, failed[0].reason
+    elif failed:
+        status = "partial"
+        reason = f"{len(failed)} of {len(outcomes)} folds could not run: {failed[0].status}: {failed[0].reason}"
+    else:
+        status, reason = "ok", ""
+    row: dict[str, Any] = {"status": status, "reason": reason, "n_folds": len(outcomes), "n_folds_ok": len(ok)}
+    keys = sorted({k for o in ok for k in o.metrics})
+    for key in keys:
+        vals = np.array([o.metrics[key] for o in ok if key in o.metrics], dtype=float)
+        row[f"{key}_mean"] = float(np.mean(vals))
+        row[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    return row
+
+
+def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int) -> dict[str, Any]:
+    aug, tr = params["augment"], params["train"]
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "method": method,
+        "minority_size": size,
+        "minority_classes": params["imbalance"]["minority_classes"],
+        "majority_cap": params["imbalance"]["majority_cap"],
+        "n_folds": params["cv"]["n_folds"],
+        "seed": params["seed"],
+        "backend": aug["backend"],
+    }
+    if method in ("smote", "borderline", "adasyn"):
+        out["k_neighbors"] = aug["k_neighbors"]
+    if method == "borderline":
+        out.update(m_neighbors=aug["m_neighbors"], borderline_kind=aug["borderline_kind"])
+    out.update({f"train_{k}": v for k, v in tr.items()})
+    return out
+
+
+def run_sweep(
+    emb: Embeddings,
+    params: Mapping[str, Any],
+    dataset: str,
+    *,
+    writer: tracking.RunWriter | None = None,
+    parent_id: str | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run every cell; log each cell and fold run when a writer is given. Returns (cells, folds) tables."""
+    methods, sizes = params["augment"]["methods"], params["imbalance"]["sizes"]
+    check_sizes(emb.y_train, params["imbalance"]["minority_classes"], sizes)  # before any work
+    cells, folds = [], []
+    grid = [(m, n) for n in sizes for m in methods]
+    with tqdm(total=len(grid), desc=f"sweep {dataset}", unit="cell", disable=not progress) as bar:
+        for method, size in grid:
+            bar.set_postfix_str(f"{method} n={size}")
+            run_id = writer.create(f"{method} n={size}", parent_id, {"embalance.run_type": "cell"}) if writer else None
+            try:
+                outcomes = run_cell(emb, method=method, size=size, params=params, dataset=dataset)
+                summary = summarise(outcomes)
+                if writer and run_id:
+                    _log_cell(writer, run_id, params, dataset, method, size, outcomes, summary)
+            except KeyboardInterrupt:
+                if writer and run_id:
+                    writer.finish(run_id, "KILLED")
+                raise
+            except Exception:
+                if writer and run_id:
+                    writer.finish(run_id, "FAILED")
+                raise
+            cells.append({"dataset": dataset, "method": method, "minority_size": size, **summary, "mlflow_run_id": run_id or ""})
+            for o in outcomes:
+                folds.append({"dataset": dataset, "method": method, "minority_size": size, "fold": o.fold, "status": o.status, "reason": o.reason, **o.metrics})
+            bar.update(1)
+    return pd.DataFrame(cells), pd.DataFrame(folds)
+
+
+def _log_cell(
+    writer: tracking.RunWriter,
+    run_id: str,
+    params: Mapping[str, Any],
+    dataset: str,
+    method: str,
+    size: int,
+    outcomes: Sequence[FoldOutcome],
+    summary: Mapping[str, Any],
+) -> None:
+    cp = cell_params(params, dataset, method, size)
+    for o in outcomes:
+        fold_id = writer.create(f"{method} n={size} fold {o.fold}", run_id, {"embalance.run_type": "fold"})
+        writer.log(
+            fold_id,
+            params={**cp, "fold": o.fold},
+            metrics=o.metrics,
+            curves=o.curves,
+            tags={"embalance.status": o.status, "embalance.reason": o.reason, "embalance.seconds": f"{o.seconds:.3f}"},
+        )
+        writer.finish(fold_id)
+    numeric = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    writer.log(run_id, params=cp, metrics=numeric, tags={"embalance.status": summary["status"], "embalance.reason": summary["reason"]})
+    writer.finish(run_id)
+
+
+def metrics_json(cells: pd.DataFrame) -> dict[str, Any]:
+    """Nested {method: {n<size>: {...}}} summary for `dvc metrics show`."""
+    out: dict[str, Any] = {}
+    for row in cells.to_dict("records"):
+        entry: dict[str, Any] = {"status": row["status"], "n_folds_ok": int(row["n_folds_ok"])}
+        for key in TEST_METRICS:
+            if f"{key}_mean" in row and not pd.isna(row[f"{key}_mean"]):
+                entry[key] = round(float(row[f"{key}_mean"]), 6)
+        out.setdefault(row["method"], {})[f"n{row['minority_size']}"] = entry
+    return out
+
+
+def plot_curve(cells: pd.DataFrame, path: Path, dataset: str, metric: str = "test_balanced_accuracy") -> None:
+    """Balanced test accuracy against minority size (log2 axis), one line per method, a band of ±1 std over folds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for method, df in cells.groupby("method", sort=False):
+        df = df.sort_values("minority_size")
+        ran = df[df["n_folds_ok"] > 0]
+        if len(ran):
+            m, s = ran[f"{metric}_mean"].to_numpy(), ran[f"{metric}_std"].to_numpy()
+            ax.plot(ran["minority_size"], m, marker="o", label=str(method))
+            ax.fill_between(ran["minority_size"], m - s, m + s, alpha=0.15)
+        skipped = df[df["n_folds_ok"] == 0]
+        if len(skipped):
+            ax.plot([], [], " ", label=f"{method}: no run at n={', '.join(map(str, skipped['minority_size']))}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("minority training samples per class (log2 scale)")
+    ax.set_ylabel("balanced test accuracy (fraction)")
+    ax.set_title(f"{dataset}: balanced test accuracy vs minority size (mean ± 1 std over folds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_results(cells: pd.DataFrame, folds: pd.DataFrame, out_dir: Path, dataset: str) -> None:
+    ensure_writable_dir(out_dir)
+    cells.to_csv(out_dir / "cells.csv", index=False)
+    folds.to_csv(out_dir / "folds.csv", index=False)
+    write_json(out_dir / "metrics.json", metrics_json(cells))
+    plot_curve(cells, out_dir / "balanced_accuracy.png", dataset)
+
+
+def run(params: Mapping[str, Any], dataset: str, *, out_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Load embeddings, sweep all cells under one `sweep <dataset>` MLflow run, write the results files."""
+    out_dir = out_dir or Path("results") / dataset
+    ensure_writable_dir(out_dir)  # fail before the work, not after
+    emb = load_embeddings(dataset)
+    check_sizes(emb.y_train, params["imbalance"]["minority_classes"], params["imbalance"]["sizes"])
+    seed_everything(params["seed"])
+    experiment_id = tracking.setup(params)
+    tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset}
+    with tracking.parent_run(f"sweep {dataset}", tags={**tags, "embalance.run_type": "sweep"}) as parent:
+        mlflow_params = {"dataset": dataset, "methods": params["augment"]["methods"], "sizes": params["imbalance"]["sizes"], "seed": params["seed"]}
+        import mlflow
+
+        mlflow.log_params({k: str(v) for k, v in mlflow_params.items()})
+        writer = tracking.RunWriter(experiment_id, tags)
+        cells, folds = run_sweep(emb, params, dataset, writer=writer, parent_id=parent.info.run_id, progress=progress)
+        write_results(cells, folds, out_dir, dataset)
+        mlflow.log_artifacts(str(out_dir), artifact_path="results")
+    ran = cells[cells["n_folds_ok"] > 0]
+    print(f"sweep {dataset}: {len(cells)} cells ({len(ran)} ran, {len(cells) - len(ran)} could not run) -> {out_dir}")
+    return cells

@@ -1,0 +1,127 @@
+"""MLflow helpers: the store, the experiment, provenance tags, and fast nested runs.
+
+Cell and fold runs are created with ``MlflowClient`` and logged with one ``log_batch`` call each, which keeps a
+sweep of hundreds of runs cheap on SQLite. The parent (pipeline or sweep) run uses the fluent API so that
+``mlflow run`` (which passes its run through ``MLFLOW_RUN_ID``) and plain calls nest the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_SOURCE_NAME
+
+
+def tracking_uri(params: Mapping[str, Any]) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri`` from params (default sqlite:///mlflow.db)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"].get("uri") or "sqlite:///mlflow.db"
+
+
+def setup(params: Mapping[str, Any]) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    mlflow.set_tracking_uri(tracking_uri(params))
+    exp = mlflow.set_experiment(params["tracking"]["experiment"])
+    return exp.experiment_id
+
+
+def git_info(cwd: str | os.PathLike[str] = ".") -> dict[str, str]:
+    """The commit and whether the work tree has uncommitted changes (empty when not in a git repo)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"embalance.git_commit": commit, "mlflow.source.git.commit": commit, "embalance.git_dirty": str(bool(dirty.strip())).lower()}
+
+
+def data_tags(embeddings_dir: Path) -> dict[str, str]:
+    """Hashes of the embeddings a run used (the MD5s that dvc.lock records for these files)."""
+    import json
+
+    meta_path = embeddings_dir / "meta.json"
+    if not meta_path.is_file():
+        return {}
+    meta = json.loads(meta_path.read_text())
+    tags = {f"embalance.data.{k}": str(meta[k]) for k in ("train_md5", "test_md5", "fingerprint", "model") if k in meta}
+    lock = _dvc_lock_hash(embeddings_dir)
+    if lock:
+        tags["embalance.data.dvc_lock_md5"] = lock
+    return tags
+
+
+def _dvc_lock_hash(out_dir: Path) -> str | None:
+    """The hash dvc.lock records for an output folder, if there is a dvc.lock that lists it."""
+    import yaml
+
+    lock = Path("dvc.lock")
+    if not lock.is_file():
+        return None
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except yaml.YAMLError:
+        return None
+    target = out_dir.as_posix().rstrip("/")
+    for stage in stages.values():
+        for out in stage.get("outs", []) or []:
+            if out.get("path", "").rstrip("/") == target:
+                return out.get("md5") or out.get("hash")
+    return None
+
+
+@contextlib.contextmanager
+def parent_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Open a run, nested under the active one, or under ``MLFLOW_RUN_ID`` (set by `mlflow run`), if any."""
+    outer: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    env_run = os.environ.get("MLFLOW_RUN_ID")
+    if mlflow.active_run() is None and env_run:
+        outer = mlflow.start_run(run_id=env_run)
+    with outer, mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=dict(tags or {})) as run:
+        yield run
+
+
+class RunWriter:
+    """Creates child runs and logs everything of one run in as few store calls as possible."""
+
+    def __init__(self, experiment_id: str, base_tags: Mapping[str, str]) -> None:
+        self.client = MlflowClient()
+        self.experiment_id = experiment_id
+        self.base_tags = dict(base_tags)
+
+    def create(self, name: str, parent_id: str | None, tags: Mapping[str, str] | None = None) -> str:
+        all_tags = {**self.base_tags, MLFLOW_RUN_NAME: name, MLFLOW_SOURCE_NAME: "embalance", **(tags or {})}
+        if parent_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        return run.info.run_id
+
+    def log(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        curves: Mapping[str, list[float]] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
+        for key, values in (curves or {}).items():
+            ms.extend(Metric(key, float(v), now, step) for step, v in enumerate(values, start=1))
+        ps = [Param(k, str(v)) for k, v in (params or {}).items()]
+        ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
+        chunks = [ms[i : i + 1000] for i in range(0, len(ms), 1000)] or [[]]
+        for j, chunk in enumerate(chunks):
+            self.client.log_batch(run_id, metrics=chunk, params=ps if j == 0 else [], tags=ts if j == 0 else [])
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)

@@ -1,0 +1,126 @@
+"""End to end on a tiny real slice of SST-2: the in-process pipeline (what `mlflow run .` runs) and `dvc repro`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from embalance.cli import main as cli_main
+
+from .conftest import ROOT
+
+
+def _write_params(path: Path, params: dict) -> None:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _runs(uri: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("embalance")
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_pipeline_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    _write_params(tmp_path / "params.yaml", tiny_params)
+    assert cli_main(["pipeline"]) == 0
+
+    runs = _runs(tiny_params["tracking"]["uri"])
+    by_type: dict[str, list] = {}
+    for r in runs:
+        by_type.setdefault(r.data.tags["embalance.run_type"], []).append(r)
+    assert {k: len(v) for k, v in by_type.items()} == {"pipeline": 1, "sweep": 1, "cell": 10, "fold": 20}
+    pipeline, sweep = by_type["pipeline"][0], by_type["sweep"][0]
+    assert sweep.data.tags["mlflow.parentRunId"] == pipeline.info.run_id
+    cell_ids = {c.info.run_id for c in by_type["cell"]}
+    assert all(c.data.tags["mlflow.parentRunId"] == sweep.info.run_id for c in by_type["cell"])
+    folds_per_cell = pd.Series([f.data.tags["mlflow.parentRunId"] for f in by_type["fold"]]).value_counts()
+    assert set(folds_per_cell.index) == cell_ids and (folds_per_cell == 2).all()
+    assert all(r.info.status == "FINISHED" for r in runs)
+    # Provenance on every run.
+    for r in runs:
+        if r.data.tags["embalance.run_type"] != "pipeline":
+            assert len(r.data.tags["embalance.data.train_md5"]) == 32
+    # A fold that ran: metrics, counts and the training curve.
+    client = MlflowClient(tracking_uri=tiny_params["tracking"]["uri"])
+    ok_fold = next(f for f in by_type["fold"] if f.data.params["method"] == "random" and f.data.params["minority_size"] == "32")
+    m = ok_fold.data.metrics
+    for key in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_recall_0", "test_recall_1", "best_val_loss", "best_val_balanced_accuracy", "best_epoch", "n_real_1", "n_synthetic_1"):
+        assert key in m, key
+    assert m["n_real_1"] == 16 and m["n_synthetic_1"] == m["n_real_0"] - 16
+    assert len(client.get_metric_history(ok_fold.info.run_id, "val_loss")) == m["epochs_run"]
+    # SMOTE at n=8: each training part holds 4 minority samples <= k=5, so the cell is recorded as not run.
+    smote8 = next(c for c in by_type["cell"] if c.data.params["method"] == "smote" and c.data.params["minority_size"] == "8")
+    assert smote8.data.tags["embalance.status"] == "too_few_minority"
+    assert "k_neighbors=5" in smote8.data.tags["embalance.reason"]
+    # The results table agrees with MLflow.
+    cells = pd.read_csv(tmp_path / "results" / "tiny" / "cells.csv")
+    assert len(cells) == 10
+    row = cells[(cells.method == "random") & (cells.minority_size == 32)].iloc[0]
+    cell = next(c for c in by_type["cell"] if c.info.run_id == row.mlflow_run_id)
+    assert cell.data.metrics["test_balanced_accuracy_mean"] == pytest.approx(row.test_balanced_accuracy_mean)
+    assert cells.set_index(["method", "minority_size"]).loc[("smote", 8), "status"] == "too_few_minority"
+    metrics = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())
+    assert metrics["smote"]["n8"]["status"] == "too_few_minority" and "test_balanced_accuracy" in metrics["none"]["n32"]
+    assert (tmp_path / "results" / "tiny" / "balanced_accuracy.png").stat().st_size > 10_000
+
+    # A second pipeline run reuses the embeddings (fingerprint unchanged) and is reproducible.
+    assert cli_main(["pipeline", "--methods", "none", "--sizes", "32"]) == 0
+    again = pd.read_csv(tmp_path / "results" / "tiny" / "cells.csv")
+    assert len(again) == 1
+    assert again.iloc[0].test_balanced_accuracy_mean == row_none_32(cells)
+
+
+def row_none_32(cells: pd.DataFrame) -> float:
+    return float(cells[(cells.method == "none") & (cells.minority_size == 32)].iloc[0].test_balanced_accuracy_mean)
+
+
+def test_cli_rejects_bad_input_before_work(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write_params(tmp_path / "params.yaml", tiny_params)
+    assert cli_main(["pipeline", "--methods", "none,smoteish"]) == 2
+    assert "Unknown method 'smoteish'" in capsys.readouterr().err
+    assert cli_main(["pipeline", "--sizes", "256"]) == 2  # the tiny dataset has 120 rows per class
+    assert "Minority size 256 is larger than class 1, which has 120 training rows" in capsys.readouterr().err
+    assert cli_main(["prepare", "--dataset", "nosuch"]) == 2
+    assert "Dataset 'nosuch' was not found" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "embeddings").exists()  # nothing was embedded
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+def test_dvc_repro_runs_only_what_changed(tiny_params: dict, tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    _write_params(proj / "params.yaml", tiny_params)
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    _dvc(proj, "init", "-q")
+    _dvc(proj, "config", "core.analytics", "false")
+
+    first = _dvc(proj, "repro")
+    assert all(f"Running stage '{s}@tiny'" in first for s in ("prepare", "embed", "sweep")), first
+    second = _dvc(proj, "repro")
+    assert "Running stage" not in second, second
+    tiny_params["train"]["max_epochs"] = 3
+    _write_params(proj / "params.yaml", tiny_params)
+    third = _dvc(proj, "repro")
+    assert "Running stage 'sweep@tiny'" in third and "Running stage 'embed@tiny'" not in third and "Running stage 'prepare@tiny'" not in third, third
+    shown = _dvc(proj, "metrics", "show")
+    assert "none.n32.test_balanced_accuracy" in shown

@@ -1,0 +1,63 @@
+"""The project files agree with each other: pyproject vs conda.yaml, MLproject vs the CLI, dvc.yaml vs params.yaml."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from embalance.cli import build_parser
+from embalance.config import validate
+
+from .conftest import ROOT
+
+
+def test_conda_env_matches_pyproject() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(p for p in pip if p != "-e .") == sorted(deps)
+    assert "-e ." in pip  # installs the `embalance` command itself
+    py = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    req = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert py.split("=")[1] >= req.removeprefix(">=")
+
+
+def test_constraints_pin_torch_and_every_dependency() -> None:
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    pins = {k.lower().replace("_", "-"): v for k, v in pins.items()}
+    assert pins["torch"] == "2.13.0"
+    for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name = re.split(r"[<>=!~\[ ]", dep)[0].lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+
+
+def test_every_mlproject_parameter_is_passed_and_accepted() -> None:
+    project = yaml.safe_load((ROOT / "MLproject").read_text())
+    parser = build_parser()
+    for name, ep in project["entry_points"].items():
+        command = ep["command"]
+        for param in ep.get("parameters", {}):
+            assert "{" + param + "}" in command, f"entry point {name!r} declares {param!r} but never passes it"
+        filled = command.format(**{p: "x" for p in ep.get("parameters", {})}).split()
+        assert filled[0] == "embalance", f"entry point {name!r} must call the same CLI as dvc.yaml"
+        sub = filled[1]
+        assert sub in {"pipeline", "prepare", "embed", "sweep", "cell"}
+        # The CLI knows every flag the entry point passes.
+        flags = [f for f in filled if f.startswith("--")]
+        known = {a for act in parser._subparsers._group_actions[0].choices[sub]._actions for a in act.option_strings}
+        assert set(flags) <= known, (name, set(flags) - known)
+
+
+def test_dvc_stages_call_the_cli_and_name_real_params(base_params: dict) -> None:
+    validate(base_params)
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        assert stage["do"]["cmd"].startswith(f"embalance {name} "), name
+        assert f"src/embalance/{name}.py" in stage["do"]["deps"]
+        for key in stage["do"]["params"]:
+            node = base_params
+            for part in key.split("."):
+                assert part in node, f"dvc.yaml stage {name!r} names param {key!r}, which params.yaml lacks"
+                node = node[part]
