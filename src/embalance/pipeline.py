@@ -21,7 +21,16 @@ def run(params: Mapping[str, Any]) -> None:
     datasets = params["data"]["datasets"]
     tracking.setup(params)
     with tracking.parent_run("pipeline", tags={**tracking.git_info(), "embalance.run_type": "pipeline"}):
-        mlflow.log_params({"datasets": ",".join(datasets), "methods": ",".join(params["augment"]["methods"]), "sizes": ",".join(map(str, params["imbalance"]["sizes"]))})
+        # `mlflow run` has already logged its -P values (empty = from params.yaml) under the plain names;
+        # the values in effect go under their own keys, and the whole configuration as an artifact.
+        mlflow.log_params(
+            {
+                "effective.datasets": ",".join(datasets),
+                "effective.methods": ",".join(params["augment"]["methods"]),
+                "effective.sizes": ",".join(map(str, params["imbalance"]["sizes"])),
+            }
+        )
+        mlflow.log_dict(dict(params), "params.yaml")
         # Cheap checks for every dataset first, so a bad size for the last dataset fails before the first embeds.
         prepared = {d: prepare.run(params, d) for d in datasets}
         for prep in prepared.values():

@@ -27,10 +27,18 @@ def tracking_uri(params: Mapping[str, Any]) -> str:
 
 
 def setup(params: Mapping[str, Any]) -> str:
-    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    """Point MLflow at the configured store and experiment; returns the experiment id.
+
+    Under `mlflow run` (``MLFLOW_RUN_ID`` set) the runs go to that run's experiment, whichever it is
+    (`--experiment-name` chooses it), so that they nest under the project run.
+    """
     mlflow.set_tracking_uri(tracking_uri(params))
-    exp = mlflow.set_experiment(params["tracking"]["experiment"])
-    return exp.experiment_id
+    env_run = os.environ.get("MLFLOW_RUN_ID")
+    if env_run:
+        experiment_id = MlflowClient().get_run(env_run).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
+    return mlflow.set_experiment(params["tracking"]["experiment"]).experiment_id
 
 
 def git_info(cwd: str | os.PathLike[str] = ".") -> dict[str, str]:
@@ -79,12 +87,17 @@ def _dvc_lock_hash(out_dir: Path) -> str | None:
 
 @contextlib.contextmanager
 def parent_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Open a run, nested under the active one, or under ``MLFLOW_RUN_ID`` (set by `mlflow run`), if any."""
-    outer: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    env_run = os.environ.get("MLFLOW_RUN_ID")
-    if mlflow.active_run() is None and env_run:
-        outer = mlflow.start_run(run_id=env_run)
-    with outer, mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=dict(tags or {})) as run:
+    """A run for a stage: a child of the active run if there is one; under `mlflow run`, the project run itself.
+
+    `mlflow run` creates the project run and passes it in ``MLFLOW_RUN_ID``; it becomes this run (and gets the tags), so the tree reads project run -> sweep -> cells -> folds, with no empty level in between.
+    """
+    if mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
+        # Take the variable away: otherwise every later start_run(nested=True) would resume this same run.
+        with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID")) as run:
+            mlflow.set_tags(dict(tags or {}))
+            yield run
+        return
+    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=dict(tags or {})) as run:
         yield run
 
 
