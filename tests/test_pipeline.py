@@ -124,3 +124,27 @@ def test_dvc_repro_runs_only_what_changed(tiny_params: dict, tmp_path: Path) -> 
     assert "Running stage 'sweep@tiny'" in third and "Running stage 'embed@tiny'" not in third and "Running stage 'prepare@tiny'" not in third, third
     shown = _dvc(proj, "metrics", "show")
     assert "none.n32.test_balanced_accuracy" in shown
+
+
+def test_mlflow_run_nests_the_pipeline_under_the_project_run(tiny_params: dict, tmp_path: Path) -> None:
+    """`mlflow run` on the real MLproject: project run -> sweep -> cells -> folds, one experiment, all FINISHED."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in ("MLproject", "conda.yaml"):
+        shutil.copy(ROOT / name, proj / name)
+    _write_params(proj / "tiny.yaml", tiny_params)
+    uri = tiny_params["tracking"]["uri"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri}
+    env.pop("MLFLOW_RUN_ID", None)
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(proj), "--env-manager", "local", "--experiment-name", "embalance",
+           "-P", "params_file=tiny.yaml", "-P", "methods=none,random", "-P", "sizes=32"]
+    out = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = _runs(uri)
+    kinds = {r.info.run_id: r.data.tags.get("embalance.run_type") for r in runs}
+    edges = sorted((kinds[r.info.run_id], kinds.get(r.data.tags.get("mlflow.parentRunId"))) for r in runs)
+    assert edges == sorted([("pipeline", None), ("sweep", "pipeline")] + [("cell", "sweep")] * 2 + [("fold", "cell")] * 4)
+    project = next(r for r in runs if kinds[r.info.run_id] == "pipeline")
+    assert project.data.params["methods"] == "none,random" and project.data.params["effective.methods"] == "none,random"
+    assert project.data.params["effective.datasets"] == "tiny"  # `datasets` was left empty: taken from the params file
+    assert all(r.info.status == "FINISHED" for r in runs)

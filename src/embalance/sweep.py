@@ -268,7 +268,9 @@ def plot_curve(cells: pd.DataFrame, path: Path, dataset: str, metric: str = "tes
         if len(skipped):
             ax.plot([], [], " ", label=f"{method}: no run at n={', '.join(map(str, skipped['minority_size']))}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("minority training samples per class (log2 scale)")
+    sizes = sorted(cells["minority_size"].unique().tolist())
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("minority samples per minority class in the imbalanced pool (log2 scale)")
     ax.set_ylabel("balanced test accuracy (fraction)")
     ax.set_title(f"{dataset}: balanced test accuracy vs minority size (mean ± 1 std over folds)")
     ax.grid(True, alpha=0.3)
