@@ -40,7 +40,8 @@ def test_pipeline_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytes
     by_type: dict[str, list] = {}
     for r in runs:
         by_type.setdefault(r.data.tags["embalance.run_type"], []).append(r)
-    assert {k: len(v) for k, v in by_type.items()} == {"pipeline": 1, "sweep": 1, "cell": 10, "fold": 20}
+    n_cells = len(tiny_params["augment"]["methods"]) * 2
+    assert {k: len(v) for k, v in by_type.items()} == {"pipeline": 1, "sweep": 1, "cell": n_cells, "fold": 2 * n_cells}
     pipeline, sweep = by_type["pipeline"][0], by_type["sweep"][0]
     assert sweep.data.tags["mlflow.parentRunId"] == pipeline.info.run_id
     cell_ids = {c.info.run_id for c in by_type["cell"]}
@@ -64,9 +65,11 @@ def test_pipeline_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytes
     smote8 = next(c for c in by_type["cell"] if c.data.params["method"] == "smote" and c.data.params["minority_size"] == "8")
     assert smote8.data.tags["embalance.status"] == "too_few_minority"
     assert "k_neighbors=5" in smote8.data.tags["embalance.reason"]
+    vae32 = next(c for c in by_type["cell"] if c.data.params["method"] == "vae" and c.data.params["minority_size"] == "32")
+    assert vae32.data.tags["embalance.status"] == "ok" and vae32.data.params["vae_latent_dim"] == "16"
     # The results table agrees with MLflow.
     cells = pd.read_csv(tmp_path / "results" / "tiny" / "cells.csv")
-    assert len(cells) == 10
+    assert len(cells) == n_cells
     row = cells[(cells.method == "random") & (cells.minority_size == 32)].iloc[0]
     cell = next(c for c in by_type["cell"] if c.info.run_id == row.mlflow_run_id)
     assert cell.data.metrics["test_balanced_accuracy_mean"] == pytest.approx(row.test_balanced_accuracy_mean)

@@ -1,5 +1,8 @@
 """Oversampling the training part of a fold with a named method, and saying what happened.
 
+Two backends: ``embalance`` (the project's own PyTorch samplers, :mod:`embalance.oversample`; the default) and
+``imblearn`` (imbalanced-learn's reference implementations).
+
 ``resample`` returns the resampled arrays and a ``ResampleInfo`` (synthetic counts per class, effective k,
 status). A method that cannot run on this input raises :class:`InfeasibleResampling`, which the sweep records
 as the fold's status; the imbalanced-learn backend is wrapped so that its silent no-ops (Borderline-SMOTE with
@@ -41,6 +44,32 @@ def _targets(y: np.ndarray) -> dict[int, int]:
     return {c: top - n for c, n in counts.items() if n < top}
 
 
+def make_sampler(method: str, aug: Mapping[str, Any], seed: int) -> Any:
+    """The oversampler for ``method`` from the configured backend (``augment.backend``)."""
+    if aug["backend"] == "imblearn":
+        return make_imblearn_sampler(method, aug, seed)
+    from embalance import oversample
+
+    k, device, small = aug["k_neighbors"], aug.get("device", "auto"), aug.get("on_small_class", "clip")
+    if method == "random":
+        return oversample.RandomOverSampler(random_state=seed, device=device)
+    if method == "smote":
+        return oversample.SMOTE(k_neighbors=k, on_small_class=small, random_state=seed, device=device)
+    if method == "borderline":
+        return oversample.BorderlineSMOTE(
+            k_neighbors=k, m_neighbors=aug["m_neighbors"], kind=aug["borderline_kind"], on_small_class=small, random_state=seed, device=device
+        )
+    if method == "adasyn":
+        return oversample.ADASYN(n_neighbors=k, on_small_class=small, random_state=seed, device=device)
+    if method == "vae":
+        vae = aug["vae"]
+        return oversample.VAEOverSampler(
+            latent_dim=vae["latent_dim"], hidden_dim=vae["hidden_dim"], beta=vae["beta"], epochs=vae["epochs"], lr=vae["lr"],
+            batch_size=vae["batch_size"], sample_from=vae["sample_from"], random_state=seed, device=device,
+        )
+    raise ValueError(f"Unknown oversampling method {method!r}.")
+
+
 def make_imblearn_sampler(method: str, aug: Mapping[str, Any], seed: int) -> Any:
     from imblearn.over_sampling import ADASYN, SMOTE, BorderlineSMOTE, RandomOverSampler
 
@@ -53,7 +82,7 @@ def make_imblearn_sampler(method: str, aug: Mapping[str, Any], seed: int) -> Any
         return BorderlineSMOTE(k_neighbors=k, m_neighbors=aug["m_neighbors"], kind=aug["borderline_kind"], random_state=seed)
     if method == "adasyn":
         return ADASYN(n_neighbors=k, random_state=seed)
-    raise ValueError(f"Unknown oversampling method {method!r} for the imblearn backend.")
+    raise ValueError(f"Method {method!r} has no imbalanced-learn implementation; use augment.backend=embalance.")
 
 
 def resample(method: str, X: np.ndarray, y: np.ndarray, aug: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, ResampleInfo]:
@@ -63,8 +92,22 @@ def resample(method: str, X: np.ndarray, y: np.ndarray, aug: Mapping[str, Any], 
         return X, y, info
     targets = _targets(y)
     if not targets:
-        info.n_synthetic = {}
         return X, y, info
+    if aug["backend"] == "imblearn":
+        return _resample_imblearn(method, X, y, aug, seed, info, targets)
+    sampler = make_sampler(method, aug, seed)
+    X_res, y_res = sampler.fit_resample(X, y)  # raises InfeasibleResampling under the documented policies
+    info.n_synthetic = {int(c): int(n) for c, n in sampler.n_synthetic_.items()}
+    k_eff = getattr(sampler, "k_effective_", None) or {}
+    info.k_effective = min(int(v) for v in k_eff.values()) if k_eff else None
+    info.status, info.reason = sampler.status_, sampler.reason_
+    return X_res, y_res, info
+
+
+def _resample_imblearn(
+    method: str, X: np.ndarray, y: np.ndarray, aug: Mapping[str, Any], seed: int, info: ResampleInfo, targets: dict[int, int]
+) -> tuple[np.ndarray, np.ndarray, ResampleInfo]:
+    """The reference implementations, with their crashes and silent no-ops turned into InfeasibleResampling."""
     k = aug["k_neighbors"]
     if method in NEIGHBOUR_METHODS:
         small = {c: info.n_real[c] for c in targets if info.n_real[c] <= k}

@@ -18,8 +18,9 @@ import yaml
 
 from embalance.errors import ConfigError
 
-METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn")
-BACKENDS: tuple[str, ...] = ("imblearn",)
+METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", "vae")
+BACKENDS: tuple[str, ...] = ("embalance", "imblearn")
+IMBLEARN_METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 BORDERLINE_KINDS: tuple[str, ...] = ("borderline-1", "borderline-2")
 
@@ -127,6 +128,18 @@ def validate(params: Mapping[str, Any]) -> None:
         _require(m in METHODS, f"Unknown method {m!r} in `augment.methods`; known methods: {', '.join(METHODS)}.")
     _require(len(set(methods)) == len(methods), f"`augment.methods` lists a method twice: {methods!r}.")
     _require(aug.get("backend") in BACKENDS, f"`augment.backend` must be one of {', '.join(BACKENDS)}, but got {aug.get('backend')!r}.")
+    if aug["backend"] == "imblearn":
+        for m in methods:
+            _require(m in IMBLEARN_METHODS, f"Method {m!r} has no imbalanced-learn implementation; use `augment.backend: embalance` or drop it (imblearn has: {', '.join(IMBLEARN_METHODS)}).")
+    _require(aug.get("on_small_class") in ("clip", "raise"), f"`augment.on_small_class` must be clip or raise, but got {aug.get('on_small_class')!r}.")
+    _check_device("augment", aug.get("device"))
+    vae = aug.get("vae")
+    _require(isinstance(vae, dict), "`augment.vae` must be a mapping of the VAE's settings.")
+    for key in ("latent_dim", "hidden_dim", "epochs", "batch_size"):
+        _positive_number("augment.vae", key, vae.get(key), integer=True)
+    _positive_number("augment.vae", "lr", vae.get("lr"))
+    _positive_number("augment.vae", "beta", vae.get("beta"), allow_zero=True)
+    _require(vae.get("sample_from") in ("prior", "posterior"), f"`augment.vae.sample_from` must be prior or posterior, but got {vae.get('sample_from')!r}.")
     _positive_number("augment", "k_neighbors", aug.get("k_neighbors"), integer=True)
     _positive_number("augment", "m_neighbors", aug.get("m_neighbors"), integer=True)
     _require(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +38,14 @@ TEST_METRICS = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1")
 class Embeddings:
     X_train: np.ndarray
     y_train: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
+    X_test: np.ndarray | None  # None when loaded for tuning: the search never sees the test set
+    y_test: np.ndarray | None
     n_classes: int
     class_names: list[str]
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def load_embeddings(dataset: str, embeddings_dir: Path | None = None, prepared_dir: Path | None = None) -> Embeddings:
+def load_embeddings(dataset: str, embeddings_dir: Path | None = None, prepared_dir: Path | None = None, *, with_test: bool = True) -> Embeddings:
     emb_dir = embeddings_dir or Path("data/embeddings") / dataset
     prep_dir = prepared_dir or Path("data/prepared") / dataset
     if not (emb_dir / "train.npy").is_file():
@@ -56,8 +56,8 @@ def load_embeddings(dataset: str, embeddings_dir: Path | None = None, prepared_d
     return Embeddings(
         X_train=np.load(emb_dir / "train.npy"),
         y_train=y_train,
-        X_test=np.load(emb_dir / "test.npy"),
-        y_test=np.load(emb_dir / "test_labels.npy"),
+        X_test=np.load(emb_dir / "test.npy") if with_test else None,
+        y_test=np.load(emb_dir / "test_labels.npy") if with_test else None,
         n_classes=n_classes,
         class_names=meta.get("class_names", [str(c) for c in range(n_classes)]),
         tags=tracking.data_tags(emb_dir),
@@ -88,48 +88,74 @@ class FoldOutcome:
     seconds: float = 0.0
 
 
-def run_cell(
-    emb: Embeddings,
-    *,
-    method: str,
-    size: int,
-    params: Mapping[str, Any],
-    dataset: str,
-) -> list[FoldOutcome]:
-    """All folds of one cell. Pure: no tracking, no files."""
+@dataclass
+class FoldJob:
+    """One fold that can run: its oversampled training part, its held-out part and the MLP's seed."""
+
+    fold: int
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    info: ResampleInfo
+    seed: int
+    seconds: float
+
+
+def cell_folds(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> Iterator[FoldJob | FoldOutcome]:
+    """The folds of one cell, lazily: a FoldJob for each fold that can run, a FoldOutcome for each that cannot.
+
+    Only the training rows of the imbalanced pool are touched here; the test set is not an input.
+    """
     seed = params["seed"]
     imb = params["imbalance"]
     pool = imbalanced_pool(emb.y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
     Xp, yp = emb.X_train[pool], emb.y_train[pool]
     folds = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))
-    config = TrainConfig.from_params(params["train"])
-    outcomes: list[FoldOutcome] = []
     for k, (tr, va) in enumerate(folds):
         t0 = time.perf_counter()
         try:
             X_res, y_res, info = resample(method, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, k, method))
         except InfeasibleResampling as e:
-            outcomes.append(FoldOutcome(k, e.status, e.reason, None, seconds=time.perf_counter() - t0))
+            yield FoldOutcome(k, e.status, e.reason, None, seconds=time.perf_counter() - t0)
             continue
         # The MLP's seed does not depend on the method: every method of a (size, fold) starts from the same
         # initialisation and batch-order stream, so methods are compared pairwise on equal terms.
-        fit: FitResult = fit_mlp(X_res, y_res, Xp[va], yp[va], n_classes=emb.n_classes, config=config, seed=derive_seed(seed, dataset, size, k, "mlp"))
-        metrics = test_metrics(predict_proba(fit.model, emb.X_test), emb.y_test, emb.n_classes)
-        best = fit.best_epoch - 1
-        metrics.update(
-            best_val_loss=fit.history["val_loss"][best],
-            best_val_balanced_accuracy=fit.history["val_balanced_accuracy"][best],
-            best_epoch=fit.best_epoch,
-            epochs_run=fit.epochs_run,
-        )
-        val_counts = np.bincount(yp[va], minlength=emb.n_classes)
-        for c in range(emb.n_classes):
-            metrics[f"n_real_{c}"] = info.n_real.get(c, 0)
-            metrics[f"n_synthetic_{c}"] = info.n_synthetic.get(c, 0)
-            metrics[f"n_val_{c}"] = int(val_counts[c])
-        if info.k_effective is not None:
-            metrics["k_effective"] = info.k_effective
-        outcomes.append(FoldOutcome(k, "ok", "", info, metrics, fit.history, time.perf_counter() - t0))
+        yield FoldJob(k, X_res, y_res, Xp[va], yp[va], info, derive_seed(seed, dataset, size, k, "mlp"), time.perf_counter() - t0)
+
+
+def fold_outcome(job: FoldJob, fit: FitResult, n_classes: int, test: tuple[np.ndarray, np.ndarray] | None, seconds: float) -> FoldOutcome:
+    """Metrics of a trained fold: validation at the kept epoch, counts, and the test set when given."""
+    metrics = test_metrics(predict_proba(fit.model, test[0]), test[1], n_classes) if test is not None else {}
+    best = fit.best_epoch - 1
+    metrics.update(
+        best_val_loss=fit.history["val_loss"][best],
+        best_val_balanced_accuracy=fit.history["val_balanced_accuracy"][best],
+        best_epoch=fit.best_epoch,
+        epochs_run=fit.epochs_run,
+    )
+    val_counts = np.bincount(job.y_val, minlength=n_classes)
+    for c in range(n_classes):
+        metrics[f"n_real_{c}"] = job.info.n_real.get(c, 0)
+        metrics[f"n_synthetic_{c}"] = job.info.n_synthetic.get(c, 0)
+        metrics[f"n_val_{c}"] = int(val_counts[c])
+    if job.info.k_effective is not None:
+        metrics["k_effective"] = job.info.k_effective
+    # The fold ran; the sampler's own status says how (e.g. "clipped_k" when k was clipped to the class size).
+    return FoldOutcome(job.fold, "ok", job.info.reason, job.info, metrics, fit.history, seconds)
+
+
+def run_cell(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> list[FoldOutcome]:
+    """All folds of one cell, scored on the balanced test set. Pure: no tracking, no files."""
+    config = TrainConfig.from_params(params["train"])
+    outcomes: list[FoldOutcome] = []
+    for item in cell_folds(emb, method=method, size=size, params=params, dataset=dataset):
+        if isinstance(item, FoldOutcome):
+            outcomes.append(item)
+            continue
+        t0 = time.perf_counter()
+        fit = fit_mlp(item.X, item.y, item.X_val, item.y_val, n_classes=emb.n_classes, config=config, seed=item.seed)
+        outcomes.append(fold_outcome(item, fit, emb.n_classes, (emb.X_test, emb.y_test), item.seconds + time.perf_counter() - t0))
     return outcomes
 
 
@@ -166,9 +192,11 @@ def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int)
         "backend": aug["backend"],
     }
     if method in ("smote", "borderline", "adasyn"):
-        out["k_neighbors"] = aug["k_neighbors"]
+        out.update(k_neighbors=aug["k_neighbors"], on_small_class=aug["on_small_class"])
     if method == "borderline":
         out.update(m_neighbors=aug["m_neighbors"], borderline_kind=aug["borderline_kind"])
+    if method == "vae":
+        out.update({f"vae_{k}": v for k, v in aug["vae"].items()})
     out.update({f"train_{k}": v for k, v in tr.items()})
     return out
 
@@ -206,7 +234,12 @@ def run_sweep(
                 raise
             cells.append({"dataset": dataset, "method": method, "minority_size": size, **summary, "mlflow_run_id": run_id or ""})
             for o in outcomes:
-                folds.append({"dataset": dataset, "method": method, "minority_size": size, "fold": o.fold, "status": o.status, "reason": o.reason, **o.metrics})
+                folds.append(
+                    {
+                        "dataset": dataset, "method": method, "minority_size": size, "fold": o.fold, "status": o.status,
+                        "sampler_status": o.info.status if o.info else o.status, "reason": o.reason, **o.metrics,
+                    }
+                )
             bar.update(1)
     return pd.DataFrame(cells), pd.DataFrame(folds)
 
@@ -229,7 +262,12 @@ def _log_cell(
             params={**cp, "fold": o.fold},
             metrics=o.metrics,
             curves=o.curves,
-            tags={"embalance.status": o.status, "embalance.reason": o.reason, "embalance.seconds": f"{o.seconds:.3f}"},
+            tags={
+                "embalance.status": o.status,
+                "embalance.reason": o.reason,
+                "embalance.sampler_status": o.info.status if o.info else o.status,
+                "embalance.seconds": f"{o.seconds:.3f}",
+            },
         )
         writer.finish(fold_id)
     numeric = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}

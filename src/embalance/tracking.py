@@ -124,9 +124,10 @@ class RunWriter:
         metrics: Mapping[str, float] | None = None,
         curves: Mapping[str, list[float]] | None = None,
         tags: Mapping[str, str] | None = None,
+        step: int = 0,
     ) -> None:
         now = int(time.time() * 1000)
-        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
+        ms = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None]
         for key, values in (curves or {}).items():
             ms.extend(Metric(key, float(v), now, step) for step, v in enumerate(values, start=1))
         ps = [Param(k, str(v)) for k, v in (params or {}).items()]
