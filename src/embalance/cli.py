@@ -3,6 +3,7 @@
     embalance prepare  --dataset sst2          # DVC stage `prepare`
     embalance embed    --dataset sst2          # DVC stage `embed`
     embalance sweep    --dataset sst2          # DVC stage `sweep`
+    embalance tune     --dataset sst2          # DVC stage `tune`: Optuna studies, best.json
     embalance pipeline                         # prepare -> embed -> sweep for every dataset, one MLflow parent run
     embalance cell --dataset sst2 --method smote --size 64   # one cell, tracked, no result files
 
@@ -16,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from embalance.errors import EmbalanceError
+from embalance.errors import ConfigError, EmbalanceError
 
-STAGES = ("prepare", "embed", "sweep", "pipeline", "cell")
+STAGES = ("prepare", "embed", "sweep", "tune", "pipeline", "cell")
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -35,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         if name == "embed":
             p.add_argument("--if-changed", action="store_true", help="skip when the embeddings already match data, model and max_length")
+    p = sub.add_parser("tune", help="Optuna studies on validation folds, then the best evaluated on the test set")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--sizes", default="", help="comma-separated minority sizes (default: tune.sizes)")
+    p.add_argument("--n-trials", type=int, default=None, help="trials per study (default: tune.n_trials)")
+    p.add_argument("--n-jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
+    p.add_argument("--storage", default="", help="Optuna storage URL (default: tune.storage)")
+    p.add_argument("--sampler", default="", help="tpe | random | grid (default: tune.sampler)")
+    p.add_argument("--worker-only", action="store_true", help="only run trials; leave the final evaluation to the main invocation")
+    _common(p)
     p = sub.add_parser("pipeline", help="prepare -> embed -> sweep for each dataset under one MLflow run")
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
     p.add_argument("--methods", default="", help="comma-separated methods (default: augment.methods)")
@@ -71,6 +81,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         overrides += _list_override("imbalance.sizes", args.sizes)
     elif args.command == "cell":
         overrides += [f"augment.methods=[{args.method}]", f"imbalance.sizes=[{args.size}]"]
+    elif args.command == "tune":
+        overrides += _list_override("tune.sizes", args.sizes)
+        overrides += [f"tune.n_trials={args.n_trials}"] if args.n_trials is not None else []
+        overrides += [f"tune.storage={args.storage}"] if args.storage else []
+        overrides += [f"tune.sampler={args.sampler}"] if args.sampler else []
     params = load_params(args.params, overrides)
 
     if args.command == "prepare":
@@ -85,6 +100,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from embalance import sweep
 
         sweep.run(params, args.dataset)
+    elif args.command == "tune":
+        from embalance import tune
+
+        if args.n_jobs < 1:
+            raise ConfigError(f"--n-jobs must be >= 1, but got {args.n_jobs}.")
+        tune.run(params, args.dataset, n_jobs=args.n_jobs, worker_only=args.worker_only)
     elif args.command == "cell":
         from embalance import sweep
 

@@ -1,0 +1,584 @@
+"""Stage `tune`: an Optuna study per (dataset, minority size), tracked in MLflow, resumable, shareable.
+
+The objective of a trial is the mean **validation** balanced accuracy over the CV folds of the imbalanced pool;
+the balanced test set is not loaded during the search. Folds are reported to Optuna one by one, so a CV-aware
+pruner (``WilcoxonPruner``) stops hopeless trials early. The search space lives in ``tune.space`` of
+params.yaml: dotted parameter keys, each with its distribution and the methods it applies to.
+
+A study lives in an Optuna storage (default ``sqlite:///optuna.db``; ``postgresql://...`` or
+``journal:<file>`` for a team). Re-running with the same study name resumes it: finished trials are kept and only
+the missing number is run. Any number of workers (``--n-jobs`` processes here, or ``embalance tune --worker-only``
+on other machines) share one study: each new trial is asked for under a storage-wide lock, after counting the
+finished and running ones, so together they run exactly ``n_trials`` trials and no trial twice.
+
+After the search, the best configuration and the untuned default of the same method are each evaluated once with
+the full protocol on the balanced test set; both go to MLflow and to ``results/<dataset>/best.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from embalance import tracking
+from embalance.config import METHODS, apply_overrides, validate
+from embalance.errors import ConfigError
+from embalance.io import ensure_writable_dir, write_json
+from embalance.sweep import (
+    Embeddings,
+    FoldOutcome,
+    cell_folds,
+    fold_outcome,
+    load_embeddings,
+    run_cell,
+    summarise,
+)
+from embalance.train import TrainConfig, fit_mlp
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("wilcoxon", "none")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+KINDS = ("int", "float", "categorical")
+
+
+# --------------------------------------------------------------------------------------------- search space
+@dataclass(frozen=True)
+class Dimension:
+    key: str  # a dotted params key, e.g. "augment.k_neighbors"
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    methods: tuple[str, ...] = ()  # empty: every method
+
+    def applies_to(self, method: str) -> bool:
+        return not self.methods or method in self.methods
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)  # type: ignore[arg-type]
+        if self.kind == "float":
+            return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)  # type: ignore[arg-type]
+        return trial.suggest_categorical(self.key, list(self.choices))
+
+
+def min_training_minority(size: int, n_folds: int) -> int:
+    """The fewest minority samples a fold's training part holds (stratified folds of a class of ``size``)."""
+    return size - -(-size // n_folds)  # size minus the largest held-out share, ceil(size / n_folds)
+
+
+def parse_space(tune: Mapping[str, Any], params: Mapping[str, Any], size: int) -> list[Dimension]:
+    """Check ``tune.space`` against the params and the data, and bound k by the minority size. Raises ConfigError."""
+    space = tune.get("space") or {}
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"`tune.space` must map parameter keys to distributions and may not be empty, but got {space!r}.")
+    dims: list[Dimension] = []
+    for key, spec in space.items():
+        section, _, name = key.partition(".")
+        if section not in params or not isinstance(params[section], dict) or name not in params[section]:
+            raise ConfigError(f"`tune.space` key {key!r} is not a parameter in params.yaml (use section.key, e.g. augment.k_neighbors).")
+        kind = spec.get("type")
+        if kind not in KINDS:
+            raise ConfigError(f"`tune.space.{key}.type` must be one of {', '.join(KINDS)}, but got {kind!r}.")
+        methods = tuple(spec.get("methods") or ())
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"`tune.space.{key}.methods` names unknown methods {unknown}; known methods: {', '.join(METHODS)}.")
+        if kind == "categorical":
+            choices = tuple(spec.get("choices") or ())
+            if not choices:
+                raise ConfigError(f"`tune.space.{key}.choices` must be a non-empty list, but got {spec.get('choices')!r}.")
+            dim = Dimension(key, kind, choices=choices, methods=methods)
+        else:
+            low, high = spec.get("low"), spec.get("high")
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) or low > high:
+                raise ConfigError(f"`tune.space.{key}` needs numbers low <= high, but got low={low!r}, high={high!r}.")
+            if spec.get("log") and low <= 0:
+                raise ConfigError(f"`tune.space.{key}` is on a log scale, so low must be > 0, but got low={low!r}.")
+            dim = Dimension(key, kind, low=low, high=high, log=bool(spec.get("log")), methods=methods)
+        dims.append(_bound_by_data(dim, size, params["cv"]["n_folds"]))
+    return dims
+
+
+def _bound_by_data(dim: Dimension, size: int, n_folds: int) -> Dimension:
+    """k_neighbors must stay below the minority count of every fold's training part; sizes must be positive."""
+    values = [dim.low, dim.high] if dim.kind != "categorical" else list(dim.choices)
+    name = dim.key.rpartition(".")[2]
+    if name in {"k_neighbors", "m_neighbors", "latent_dim", "hidden_dim", "epochs", "batch_size", "max_epochs"} and any(
+        not isinstance(v, int | float) or v <= 0 for v in values
+    ):
+        raise ConfigError(f"`tune.space.{dim.key}` must hold values > 0, but got {values!r}.")
+    if dim.key == "augment.k_neighbors":
+        cap = min_training_minority(size, n_folds) - 1
+        if dim.kind == "categorical":
+            kept = tuple(v for v in dim.choices if v <= cap)
+            if not kept:
+                raise ConfigError(f"`tune.space.augment.k_neighbors` choices {list(dim.choices)} are all >= the {cap + 1} minority samples of a fold's training part at size {size}; choose k <= {cap}.")
+            return Dimension(dim.key, dim.kind, choices=kept, methods=dim.methods)
+        if dim.low > cap:
+            raise ConfigError(
+                f"`tune.space.augment.k_neighbors` low={dim.low} is not below the {cap + 1} minority samples of a fold's training part "
+                f"at minority size {size} with {n_folds} folds; the range must start at most at {cap}."
+            )
+        return Dimension(dim.key, dim.kind, low=dim.low, high=min(dim.high, cap), log=dim.log, methods=dim.methods)
+    return dim
+
+
+def grid_configs(tune: Mapping[str, Any], dims: Sequence[Dimension], methods: Sequence[str]) -> list[dict[str, Any]]:
+    """The fixed grid (``sampler: grid``): per method, the product of the grid values of the keys that apply to it."""
+    grid = tune.get("grid") or {}
+    known = {d.key: d for d in dims}
+    for key in grid:
+        if key not in known:
+            raise ConfigError(f"`tune.grid` key {key!r} is not in `tune.space`; grid keys must be space keys ({', '.join(known)}).")
+    configs = []
+    for method in methods:
+        keys = [k for k in grid if known[k].applies_to(method)]
+        for values in itertools.product(*(grid[k] for k in keys)):
+            configs.append({"method": method, **dict(zip(keys, values, strict=True))})
+    return configs
+
+
+# ------------------------------------------------------------------------------------------------- storage
+def open_storage(url: str, *, heartbeat_interval: int | None, grace_period: int | None) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL: ``sqlite:///f.db``, ``postgresql://...``, or ``journal:<file>``. Checked now."""
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path(url.removeprefix("journal:"))
+            ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        storage.get_all_studies()  # touch it: a bad URL fails here, before any trial
+        return storage
+    except ConfigError:
+        raise
+    except Exception as e:  # SQLAlchemy, driver and OS errors all mean "cannot open"
+        raise ConfigError(f"Cannot open the Optuna storage {url!r}: {type(e).__name__}: {e}. Allowed: sqlite:///<file>, postgresql://<user>@<host>/<db>, journal:<file>.") from e
+
+
+@contextlib.contextmanager
+def storage_lock(url: str) -> Iterator[None]:
+    """A lock that every worker of a study shares: a file lock beside a file storage, an advisory lock in PostgreSQL."""
+    if url.startswith("postgresql"):
+        import sqlalchemy
+
+        key = int(hashlib.sha256(url.encode()).hexdigest()[:15], 16)
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        engine.dispose()
+        return
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+    elif url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+    else:
+        raise ConfigError(f"No shared lock is known for storage {url!r}; use sqlite:///, postgresql:// or journal:.")
+    with open(f"{path}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------------- the study
+@dataclass(frozen=True)
+class StudySpec:
+    dataset: str
+    size: int
+    name: str
+    storage: str
+    n_trials: int
+    sampler: str
+    dims: tuple[Dimension, ...]
+    methods: tuple[str, ...]
+    grid: tuple[dict[str, Any], ...]
+
+
+def study_specs(params: Mapping[str, Any], dataset: str, sizes: Sequence[int] | None = None) -> list[StudySpec]:
+    """Everything about the studies of a dataset, checked before any trial runs."""
+    tune = params["tune"]
+    methods = tuple(tune.get("methods") or ())
+    if not methods:
+        raise ConfigError(f"`tune.methods` must be a non-empty list of methods, but got {tune.get('methods')!r}.")
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"Unknown method {m!r} in `tune.methods`; known methods: {', '.join(METHODS)}.")
+    if tune.get("sampler") not in SAMPLERS:
+        raise ConfigError(f"`tune.sampler` must be one of {', '.join(SAMPLERS)}, but got {tune.get('sampler')!r}.")
+    if tune.get("pruner") not in PRUNERS:
+        raise ConfigError(f"`tune.pruner` must be one of {', '.join(PRUNERS)}, but got {tune.get('pruner')!r}.")
+    n_trials = tune.get("n_trials")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ConfigError(f"`tune.n_trials` must be an integer >= 1, but got {n_trials!r}.")
+    specs = []
+    for size in sizes or tune.get("sizes") or []:
+        if not isinstance(size, int) or size < 2:
+            raise ConfigError(f"`tune.sizes` must hold minority sizes >= 2, but got {size!r}.")
+        dims = tuple(parse_space(tune, params, size))
+        grid = tuple(grid_configs(tune, dims, methods)) if tune["sampler"] == "grid" else ()
+        if tune["sampler"] == "grid" and not grid:
+            raise ConfigError("`tune.sampler: grid` needs `tune.grid` with at least one value per key.")
+        name = str(tune.get("study_name", "{dataset}-n{size}-{sampler}")).format(dataset=dataset, size=size, sampler=tune["sampler"])
+        specs.append(StudySpec(dataset, size, name, tune["storage"], len(grid) if grid else n_trials, tune["sampler"], dims, methods, grid))
+    if not specs:
+        raise ConfigError("`tune.sizes` must list at least one minority size.")
+    return specs
+
+
+def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    # Grid trials are enqueued with fixed parameters; "random" only fills what they do not fix.
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(tune: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    if tune["pruner"] == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=float(tune.get("wilcoxon_p", 0.1)), n_startup_steps=int(tune.get("n_startup_folds", 2)))
+    return optuna.pruners.NopPruner()
+
+
+def trial_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """The trial's method and the overrides that apply to it (the space is conditional on the method)."""
+    method = trial.suggest_categorical("method", list(spec.methods))
+    return {"method": method, **{d.key: d.suggest(trial) for d in spec.dims if d.applies_to(method)}}
+
+
+def with_overrides(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    over = apply_overrides(params, [f"{k}={v}" for k, v in config.items() if k != "method"])
+    validate(over)
+    return over
+
+
+def validation_folds(emb: Embeddings, params: Mapping[str, Any], spec: StudySpec, config: Mapping[str, Any]) -> Iterator[FoldOutcome]:
+    """Train the folds of a configuration one at a time, scoring each on its held-out fold only (no test set)."""
+    p = with_overrides(params, config)
+    train_cfg = TrainConfig.from_params(p["train"])
+    for item in cell_folds(emb, method=config["method"], size=spec.size, params=p, dataset=spec.dataset):
+        if isinstance(item, FoldOutcome):
+            yield item
+            continue
+        t0 = time.perf_counter()
+        fit = fit_mlp(item.X, item.y, item.X_val, item.y_val, n_classes=emb.n_classes, config=train_cfg, seed=item.seed)
+        yield fold_outcome(item, fit, emb.n_classes, None, item.seconds + time.perf_counter() - t0)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the running trial is closed as failed, not left running."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated(f"signal {signum}")
+
+
+def run_worker(params: Mapping[str, Any], spec: StudySpec, *, emb: Embeddings, parent_run_id: str, experiment_id: str, progress: bool = True) -> int:
+    """Run trials of one study until it holds ``spec.n_trials`` finished or running trials. Returns trials run here."""
+    tune = params["tune"]
+    storage = open_storage(spec.storage, heartbeat_interval=tune.get("heartbeat_interval"), grace_period=tune.get("grace_period"))
+    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec.sampler, params["seed"]), pruner=make_pruner(tune))
+    writer = tracking.RunWriter(experiment_id, {**tracking.git_info(), **emb.tags, "embalance.dataset": spec.dataset, "embalance.study": spec.name})
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    ran = 0
+    try:
+        with _quiet_optuna():
+            while True:
+                with storage_lock(spec.storage):
+                    if _heartbeat_enabled(storage):
+                        optuna.storages.fail_stale_trials(study)
+                    busy = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+                    if busy >= spec.n_trials:
+                        break
+                    trial = study.ask()
+                _run_trial(study, trial, params, spec, emb, writer, parent_run_id, progress)
+                ran += 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return ran
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna warns that heartbeats are meant for Study.optimize and that fail_stale_trials is experimental.
+    This module runs its own ask/tell loop (to take trials under a lock) with Optuna's heartbeat thread, on purpose."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
+
+
+def _heartbeat_enabled(storage: optuna.storages.BaseStorage) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(storage)
+
+
+def _run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    params: Mapping[str, Any],
+    spec: StudySpec,
+    emb: Embeddings,
+    writer: tracking.RunWriter,
+    parent_run_id: str,
+    progress: bool,
+) -> None:
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    t0 = time.perf_counter()
+    run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number)})
+    state, value, reason = TrialState.FAIL, None, ""
+    scores: list[float] = []
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        try:
+            scores: list[float] = []
+            config = trial_config(trial, spec)
+            writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **config})
+            for outcome in validation_folds(emb, params, spec, config):
+                if outcome.status != "ok":
+                    raise optuna.TrialPruned(f"fold {outcome.fold} could not run: {outcome.status}: {outcome.reason}")
+                score = outcome.metrics["best_val_balanced_accuracy"]
+                scores.append(score)
+                writer.log(run_id, metrics={"val_balanced_accuracy": score}, step=outcome.fold)
+                trial.report(score, step=outcome.fold)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after {len(scores)} folds (mean so far {np.mean(scores):.4f})")
+            value = float(np.mean(scores))
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned as e:
+            state, reason = TrialState.PRUNED, str(e)
+        except KeyboardInterrupt as e:
+            state, reason = TrialState.FAIL, f"interrupted ({type(e).__name__}: {e})"
+            raise
+        except Exception as e:
+            state, reason = TrialState.FAIL, f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            trial.set_user_attr("folds_run", len(scores))
+            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
+            seconds = time.perf_counter() - t0
+            writer.log(
+                run_id,
+                metrics={"objective": value, "folds_run": len(scores), "duration_s": seconds},
+                tags={"optuna.state": state.name, "embalance.reason": reason},
+            )
+            writer.finish(run_id, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(state, "FAILED"))
+    if progress:
+        shown = f"{value:.4f}" if value is not None else state.name.lower()
+        print(f"  trial {trial.number}: {trial.params.get('method')} -> {shown} ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def _worker_process(params: dict[str, Any], spec: StudySpec, dataset: str, parent_run_id: str, experiment_id: str) -> int:
+    tracking.setup(params)
+    emb = load_embeddings(dataset, with_test=False)
+    return run_worker(params, spec, emb=emb, parent_run_id=parent_run_id, experiment_id=experiment_id, progress=True)
+
+
+# ------------------------------------------------------------------------------------------- stage entry
+def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: str | None) -> str:
+    """The MLflow run of a study: found by its tag when the study is resumed, created once otherwise."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient().search_runs(
+        [writer.experiment_id], filter_string=f"tags.`embalance.study` = '{spec.name}' and tags.`embalance.run_type` = 'study'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    run_id = writer.create(f"tune {spec.dataset} n={spec.size}", parent_id, {"embalance.run_type": "study", "embalance.study": spec.name})
+    writer.log(run_id, params={"study_name": spec.name, "storage": spec.storage, "n_trials": spec.n_trials, "sampler": spec.sampler, "minority_size": spec.size, "methods": ",".join(spec.methods)})
+    return run_id
+
+
+def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, worker_only: bool = False, out_dir: Path | None = None) -> dict[str, Any] | None:
+    """Create or resume one study, run the missing trials (``n_jobs`` processes), then evaluate the best once."""
+    tune = params["tune"]
+    storage = open_storage(spec.storage, heartbeat_interval=tune.get("heartbeat_interval"), grace_period=tune.get("grace_period"))
+    experiment_id = tracking.setup(params)
+    emb = load_embeddings(spec.dataset, with_test=False)
+    writer = tracking.RunWriter(experiment_id, {**tracking.git_info(), **emb.tags, "embalance.dataset": spec.dataset, "embalance.study": spec.name})
+    with storage_lock(spec.storage):
+        study = optuna.create_study(
+            study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True, sampler=make_sampler(spec.sampler, params["seed"]), pruner=make_pruner(tune)
+        )
+        for config in spec.grid:  # the fixed grid: enqueue what is not in the study yet
+            if not any(t.params == config for t in study.get_trials(deepcopy=False)):
+                study.enqueue_trial(config)
+        import mlflow
+
+        active = mlflow.active_run()
+        parent = _study_parent_run(writer, spec, active.info.run_id if active else None)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    print(f"tune {spec.dataset} n={spec.size}: study {spec.name!r} in {spec.storage}: {done} of {spec.n_trials} trials finished; running the rest with {n_jobs} worker(s)")
+    if n_jobs > 1:
+        ctx = mp.get_context("spawn")  # fork after torch has run can hang
+        with ctx.Pool(n_jobs) as pool:
+            pool.starmap(_worker_process, [(dict(params), spec, spec.dataset, parent, experiment_id)] * n_jobs)
+    else:
+        run_worker(params, spec, emb=emb, parent_run_id=parent, experiment_id=experiment_id)
+    if worker_only:
+        return None
+    _wait_for_running(study, storage, spec)
+    return finish_study(params, spec, study, writer, parent, out_dir or Path("results") / spec.dataset)
+
+
+def _wait_for_running(study: optuna.Study, storage: optuna.storages.BaseStorage, spec: StudySpec, poll_s: float = 2.0) -> None:
+    """Other workers may still be running the last trials: wait for them (stale ones fail via heartbeats)."""
+    with _quiet_optuna():
+        while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if _heartbeat_enabled(storage):
+                optuna.storages.fail_stale_trials(study)
+            time.sleep(poll_s)
+
+
+def finish_study(params: Mapping[str, Any], spec: StudySpec, study: optuna.Study, writer: tracking.RunWriter, parent: str, out_dir: Path) -> dict[str, Any]:
+    """Evaluate the best and the untuned default of its method on the test set; log plots; write results."""
+    ensure_writable_dir(out_dir)
+    trials = study.get_trials(deepcopy=False)
+    table = trials_table(trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise ConfigError(f"Study {spec.name!r} has no completed trial (all pruned or failed); nothing to evaluate. See its trials in MLflow.")
+    best = study.best_trial
+    config = dict(best.params)
+    emb = load_embeddings(spec.dataset)  # the test set, for the final evaluation only
+    tuned = summarise(run_cell(emb, method=config["method"], size=spec.size, params=with_overrides(params, config), dataset=spec.dataset))
+    default = summarise(run_cell(emb, method=config["method"], size=spec.size, params=params, dataset=spec.dataset))
+    metric = "test_balanced_accuracy_mean"
+    result = {
+        "dataset": spec.dataset,
+        "minority_size": spec.size,
+        "method": config["method"],
+        "overrides": {k: v for k, v in config.items() if k != "method"},
+        "study": spec.name,
+        "best_trial": best.number,
+        "validation_balanced_accuracy": best.value,
+        "tuned": _public(tuned),
+        "default": _public(default),
+        "gain_test_balanced_accuracy": tuned[metric] - default[metric] if metric in tuned and metric in default else None,
+        "n_trials": {s.name.lower(): sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)},
+    }
+    for label, summary in (("tuned", tuned), ("default", default)):
+        run_id = writer.create(f"{label} {config['method']} n={spec.size}", parent, {"embalance.run_type": f"final_{label}"})
+        writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **(result["overrides"] if label == "tuned" else {})}, metrics={k: v for k, v in summary.items() if isinstance(v, float)})
+        writer.finish(run_id)
+    tables, figures = ensure_writable_dir(out_dir / "tune"), ensure_writable_dir(out_dir / "tune_plots")
+    plots = _plots(study, figures / f"n{spec.size}")
+    writer.log(parent, metrics={"best_validation_balanced_accuracy": best.value, "tuned_test_balanced_accuracy": tuned.get(metric), "default_test_balanced_accuracy": default.get(metric)}, tags={"best_params": str(config)})
+    for path in plots:
+        writer.client.log_artifact(parent, str(path), artifact_path="optuna")
+    table.to_csv(tables / f"trials_n{spec.size}.csv", index=False)
+    writer.client.log_artifact(parent, str(tables / f"trials_n{spec.size}.csv"))
+    if spec.sampler == "grid":
+        (tables / f"grid_n{spec.size}.md").write_text(grid_markdown(table, spec))
+        writer.client.log_artifact(parent, str(tables / f"grid_n{spec.size}.md"))
+    writer.finish(parent)
+    return result
+
+
+def _public(summary: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("status", "n_folds_ok", "test_balanced_accuracy_mean", "test_balanced_accuracy_std", "test_macro_f1_mean", "test_macro_f1_std", "best_val_balanced_accuracy_mean")
+    return {k: summary[k] for k in keys if k in summary}
+
+
+def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    rows = []
+    for t in trials:
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "folds_run": t.user_attrs.get("folds_run"), **t.params,
+                     "duration_s": t.duration.total_seconds() if t.duration else None})
+    return pd.DataFrame(rows)
+
+
+def grid_markdown(table: pd.DataFrame, spec: StudySpec) -> str:
+    """The fixed-grid checks (the paper's k in {3, 5, 7}, latent size in {32, 64, 128}) as a Markdown table."""
+    keys = [c for c in table.columns if "." in c]
+    lines = [
+        f"# Grid checks: {spec.dataset}, minority size {spec.size}",
+        "",
+        "Mean validation balanced accuracy over the CV folds (the test set is not used here).",
+        "",
+        "| method | " + " | ".join(keys) + " | validation balanced accuracy | state |",
+        "|---|" + "---|" * len(keys) + "---|---|",
+    ]
+    for row in table.sort_values(["method", *keys]).to_dict("records"):
+        vals = " | ".join("" if pd.isna(row.get(k)) else str(row[k]) for k in keys)
+        score = "" if pd.isna(row["value"]) else f"{row['value']:.4f}"
+        lines.append(f"| {row['method']} | {vals} | {score} | {row['state']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(study: optuna.Study, prefix: Path) -> list[Path]:
+    """Optuna's optimisation history, parameter importances and slice plot, as PNG files."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    out = []
+    for name, fn in (("history", ovm.plot_optimization_history), ("importances", ovm.plot_param_importances), ("slice", ovm.plot_slice)):
+        path = prefix.parent / f"{prefix.name}_{name}.png"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+            try:
+                ax = fn(study)
+            except (ValueError, RuntimeError) as e:  # e.g. importances need two completed trials that differ
+                print(f"  ({name} plot skipped: {e})")
+                continue
+        fig = (ax.flatten()[0] if isinstance(ax, np.ndarray) else ax).figure
+        fig.set_size_inches(11 if name == "slice" else 8, 4.5)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def run(params: Mapping[str, Any], dataset: str, *, sizes: Sequence[int] | None = None, n_jobs: int = 1, worker_only: bool = False) -> list[dict[str, Any]]:
+    specs = study_specs(params, dataset, sizes)  # every check before any trial
+    out_dir = Path("results") / dataset
+    ensure_writable_dir(out_dir)
+    for spec in specs:  # the storage opens: a bad URL fails before any trial
+        open_storage(spec.storage, heartbeat_interval=None, grace_period=None)
+    results = []
+    # Under `mlflow run -e tune` the studies nest under the project run; otherwise each study run is top-level
+    # (found again by its tag when the study is resumed).
+    outer = tracking.parent_run("tune", tags={"embalance.run_type": "tune"}) if os.environ.get("MLFLOW_RUN_ID") else contextlib.nullcontext()
+    with outer:
+        for spec in specs:
+            result = run_study(params, spec, n_jobs=n_jobs, worker_only=worker_only, out_dir=out_dir)
+            if result is not None:
+                results.append(result)
+    if results:
+        best = max(results, key=lambda r: r["validation_balanced_accuracy"])
+        write_json(out_dir / "best.json", {**{k: best[k] for k in ("dataset", "method", "minority_size", "overrides")}, "studies": results})
+        print(f"tune {dataset}: best {best['method']} {best['overrides']} at n={best['minority_size']}: test balanced accuracy "
+              f"{best['tuned'].get('test_balanced_accuracy_mean', float('nan')):.4f} tuned vs {best['default'].get('test_balanced_accuracy_mean', float('nan')):.4f} default -> {out_dir / 'best.json'}")
+    return results
+
