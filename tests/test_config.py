@@ -29,8 +29,9 @@ def test_sizes_must_be_powers_of_two(base_params: dict, size: object) -> None:
 
 
 def test_overrides_parse_yaml_values_and_reject_unknown_keys(base_params: dict) -> None:
-    p = apply_overrides(base_params, ["cv.n_folds=5", "imbalance.sizes=[8, 16]", "train.lr=0.01"])
-    assert p["cv"]["n_folds"] == 5 and p["imbalance"]["sizes"] == [8, 16] and p["train"]["lr"] == 0.01
+    p = apply_overrides(base_params, ["cv.n_folds=5", "imbalance.sizes=[8, 16]", "train.lr=1e-7", "tracking.experiment=1e5x"])
+    assert p["cv"]["n_folds"] == 5 and p["imbalance"]["sizes"] == [8, 16] and p["train"]["lr"] == 1e-7
+    assert p["tracking"]["experiment"] == "1e5x"
     assert base_params["cv"]["n_folds"] == 10  # the original is untouched
     with pytest.raises(ConfigError, match=r"unknown key 'cv.nfolds'; keys at this level: n_folds"):
         apply_overrides(base_params, ["cv.nfolds=5"])

@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmbalanceError as e:
         print(f"embalance {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"embalance {args.command}: interrupted; finished work is kept — run the same command again to go on.", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -57,7 +57,34 @@ def apply_overrides(params: Mapping[str, Any], overrides: Iterable[str]) -> dict
         if parts[-1] not in node:
             known = ", ".join(sorted(node)) or "(none)"
             raise ConfigError(f"Override {item!r}: unknown key {key!r}; keys at this level: {known}.")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _parse_value(raw)
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML, except that number-like strings PyYAML leaves as text (``1e-7``: YAML 1.1 wants ``1.0e-7``) are numbers."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def set_values(params: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``params`` with typed values set at dotted keys (no string round trip)."""
+    out = copy.deepcopy(dict(params))
+    for key, value in values.items():
+        *parents, last = key.split(".")
+        node = out
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"{key!r}: {p!r} is not a section of params.yaml.")
+            node = node[p]
+        if last not in node:
+            raise ConfigError(f"{key!r} is not a parameter in params.yaml.")
+        node[last] = value
     return out
 
 

@@ -36,7 +36,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from embalance import tracking
-from embalance.config import METHODS, apply_overrides, validate
+from embalance.config import METHODS, set_values, validate
 from embalance.errors import ConfigError
 from embalance.io import ensure_writable_dir, write_json
 from embalance.sweep import (
@@ -166,7 +166,8 @@ def open_storage(url: str, *, heartbeat_interval: int | None, grace_period: int 
             ensure_writable_dir(path.parent if str(path.parent) else Path("."))
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        with _quiet_optuna():  # heartbeats are experimental in Optuna, used on purpose
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         storage.get_all_studies()  # touch it: a bad URL fails here, before any trial
         return storage
     except ConfigError:
@@ -259,18 +260,21 @@ def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
 
 def make_pruner(tune: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     if tune["pruner"] == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=float(tune.get("wilcoxon_p", 0.1)), n_startup_steps=int(tune.get("n_startup_folds", 2)))
+        with _quiet_optuna():  # experimental in Optuna, used on purpose: the pruner made for CV folds
+            return optuna.pruners.WilcoxonPruner(p_threshold=float(tune.get("wilcoxon_p", 0.1)), n_startup_steps=int(tune.get("n_startup_folds", 2)))
     return optuna.pruners.NopPruner()
 
 
 def trial_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     """The trial's method and the overrides that apply to it (the space is conditional on the method)."""
     method = trial.suggest_categorical("method", list(spec.methods))
-    return {"method": method, **{d.key: d.suggest(trial) for d in spec.dims if d.applies_to(method)}}
+    # On a fixed grid, the dimensions outside the grid keep their params.yaml values.
+    dims = [d for d in spec.dims if d.applies_to(method) and (not spec.grid or any(d.key in g for g in spec.grid))]
+    return {"method": method, **{d.key: d.suggest(trial) for d in dims}}
 
 
 def with_overrides(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    over = apply_overrides(params, [f"{k}={v}" for k, v in config.items() if k != "method"])
+    over = set_values(params, {k: v for k, v in config.items() if k != "method"})
     validate(over)
     return over
 
@@ -323,8 +327,9 @@ def run_worker(params: Mapping[str, Any], spec: StudySpec, *, emb: Embeddings, p
 
 @contextlib.contextmanager
 def _quiet_optuna() -> Iterator[None]:
-    """Optuna warns that heartbeats are meant for Study.optimize and that fail_stale_trials is experimental.
-    This module runs its own ask/tell loop (to take trials under a lock) with Optuna's heartbeat thread, on purpose."""
+    """Optuna warns that heartbeats are meant for Study.optimize and that heartbeats, fail_stale_trials and the
+    WilcoxonPruner are experimental. This module uses them on purpose, with its own ask/tell loop (to take trials
+    under a lock) and Optuna's heartbeat thread."""
     import warnings
 
     with warnings.catch_warnings():
@@ -409,6 +414,7 @@ def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: st
         [writer.experiment_id], filter_string=f"tags.`embalance.study` = '{spec.name}' and tags.`embalance.run_type` = 'study'", max_results=1
     )
     if found:
+        writer.client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
     run_id = writer.create(f"tune {spec.dataset} n={spec.size}", parent_id, {"embalance.run_type": "study", "embalance.study": spec.name})
     writer.log(run_id, params={"study_name": spec.name, "storage": spec.storage, "n_trials": spec.n_trials, "sampler": spec.sampler, "minority_size": spec.size, "methods": ",".join(spec.methods)})
@@ -435,12 +441,16 @@ def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, wo
         parent = _study_parent_run(writer, spec, active.info.run_id if active else None)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     print(f"tune {spec.dataset} n={spec.size}: study {spec.name!r} in {spec.storage}: {done} of {spec.n_trials} trials finished; running the rest with {n_jobs} worker(s)")
-    if n_jobs > 1:
-        ctx = mp.get_context("spawn")  # fork after torch has run can hang
-        with ctx.Pool(n_jobs) as pool:
-            pool.starmap(_worker_process, [(dict(params), spec, spec.dataset, parent, experiment_id)] * n_jobs)
-    else:
-        run_worker(params, spec, emb=emb, parent_run_id=parent, experiment_id=experiment_id)
+    try:
+        if n_jobs > 1:
+            ctx = mp.get_context("spawn")  # fork after torch has run can hang
+            with ctx.Pool(n_jobs) as pool:
+                pool.starmap(_worker_process, [(dict(params), spec, spec.dataset, parent, experiment_id)] * n_jobs)
+        else:
+            run_worker(params, spec, emb=emb, parent_run_id=parent, experiment_id=experiment_id)
+    except KeyboardInterrupt:
+        writer.finish(parent, "KILLED")  # resumed (and set running again) by the next invocation
+        raise
     if worker_only:
         return None
     _wait_for_running(study, storage, spec)
@@ -526,7 +536,7 @@ def grid_markdown(table: pd.DataFrame, spec: StudySpec) -> str:
         "|---|" + "---|" * len(keys) + "---|---|",
     ]
     for row in table.sort_values(["method", *keys]).to_dict("records"):
-        vals = " | ".join("" if pd.isna(row.get(k)) else str(row[k]) for k in keys)
+        vals = " | ".join("" if pd.isna(row.get(k)) else f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys)
         score = "" if pd.isna(row["value"]) else f"{row['value']:.4f}"
         lines.append(f"| {row['method']} | {vals} | {score} | {row['state']} |")
     return "\n".join(lines) + "\n"

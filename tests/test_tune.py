@@ -1,0 +1,249 @@
+"""The tune stage on a tiny real slice of SST-2: reproducible, resumable after SIGTERM, shared by workers, pruning."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from embalance import embed, prepare, tune
+from embalance.errors import ConfigError
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny_mirror: Path, base_params: dict) -> Path:
+    """data/prepared/tiny and data/embeddings/tiny, built once for the whole session."""
+    root = tmp_path_factory.mktemp("tiny_project")
+    p = copy.deepcopy(base_params)
+    p["data"].update(mirror=str(tiny_mirror), max_train_per_class=None)
+    prepare.run(p, "tiny", out_dir=root / "data" / "prepared" / "tiny")
+    embed.run(p, "tiny", prepared_dir=root / "data" / "prepared" / "tiny", out_dir=root / "data" / "embeddings" / "tiny")
+    return root / "data"
+
+
+@pytest.fixture
+def project(tiny_data: Path, tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
+    """A project folder with the tiny embeddings and params for small, fast studies (6 folds, size 32)."""
+    shutil.copytree(tiny_data, tmp_path / "data")
+    p = copy.deepcopy(tiny_params)
+    p["cv"]["n_folds"] = 6
+    p["train"].update(max_epochs=6, patience=2)
+    p["tune"].update(
+        sizes=[32], n_trials=4, methods=["random", "smote"], storage=f"sqlite:///{tmp_path}/optuna.db",
+        space={
+            "augment.k_neighbors": {"type": "int", "low": 2, "high": 8, "methods": ["smote"]},
+            "train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        },
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return tmp_path, p
+
+
+def _study(p: dict, name: str = "tiny-n32-tpe") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=p["tune"]["storage"])
+
+
+def _trial_runs(p: dict) -> list:
+    client = MlflowClient(tracking_uri=p["tracking"]["uri"])
+    exp = client.get_experiment_by_name("embalance")
+    return client.search_runs([exp.experiment_id], filter_string="tags.`embalance.run_type` = 'trial'", max_results=1000)
+
+
+def test_same_seed_same_trials_and_best_json(project: tuple[Path, dict], tmp_path: Path) -> None:
+    root, p = project
+    results = tune.run(p, "tiny")
+    first = [(t.params, t.value, t.state) for t in _study(p).trials]
+    p2 = copy.deepcopy(p)
+    p2["tune"]["storage"] = f"sqlite:///{tmp_path}/again.db"
+    tune.run(p2, "tiny")
+    second = [(t.params, t.value, t.state) for t in _study(p2).trials]
+    assert first == second and len(first) == 4
+    best = json.loads((root / "results" / "tiny" / "best.json").read_text())
+    assert best["method"] in ("random", "smote") and best["minority_size"] == 32
+    assert set(best["overrides"]) <= {"augment.k_neighbors", "train.lr"}
+    study = best["studies"][0]
+    assert study["validation_balanced_accuracy"] == max(v for _, v, s in first if s == TrialState.COMPLETE)
+    for label in ("tuned", "default"):
+        assert study[label]["n_folds_ok"] == 6 and 0.0 <= study[label]["test_balanced_accuracy_mean"] <= 1.0
+    assert study["gain_test_balanced_accuracy"] == pytest.approx(study["tuned"]["test_balanced_accuracy_mean"] - study["default"]["test_balanced_accuracy_mean"])
+    assert results[0]["best_trial"] == _study(p).best_trial.number
+    # MLflow: one study run with a nested run per trial, per-fold validation metrics by step, and the plots.
+    client = MlflowClient(tracking_uri=p["tracking"]["uri"])
+    trials = [r for r in _trial_runs(p) if r.data.tags["embalance.study"] == "tiny-n32-tpe"]
+    assert len(trials) == 8  # 4 per study, two studies of the same name in the same experiment (two storages)
+    one = trials[0]
+    history = client.get_metric_history(one.info.run_id, "val_balanced_accuracy")
+    assert sorted(m.step for m in history) == list(range(int(one.data.metrics["folds_run"])))
+    assert one.data.tags["optuna.state"] in ("COMPLETE", "PRUNED") and one.data.metrics["duration_s"] > 0
+    study_run = client.get_run(one.data.tags["mlflow.parentRunId"])
+    arts = {a.path for a in client.list_artifacts(study_run.info.run_id, "optuna")}
+    assert {"optuna/n32_history.png", "optuna/n32_slice.png"} <= arts
+    assert "best_validation_balanced_accuracy" in study_run.data.metrics
+
+
+def test_the_search_never_loads_the_test_set(project: tuple[Path, dict]) -> None:
+    root, p = project
+    (root / "data" / "embeddings" / "tiny" / "test.npy").unlink()  # the search must not need it
+    p["tune"]["n_trials"] = 2
+    specs = tune.study_specs(p, "tiny")
+    storage = tune.open_storage(specs[0].storage, heartbeat_interval=None, grace_period=None)
+    optuna.create_study(study_name=specs[0].name, storage=storage, direction="maximize")
+    from embalance import tracking
+    from embalance.sweep import load_embeddings
+
+    exp = tracking.setup(p)
+    emb = load_embeddings("tiny", with_test=False)
+    assert emb.X_test is None
+    writer = tracking.RunWriter(exp, {})
+    ran = tune.run_worker(p, specs[0], emb=emb, parent_run_id=writer.create("study", None), experiment_id=exp, progress=False)
+    assert ran == 2 and len(_study(p).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+
+
+def _cli(root: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    return subprocess.Popen([str(Path(sys.executable).parent / "embalance"), "tune", "--dataset", "tiny", *args], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigterm_mid_study_then_resume(project: tuple[Path, dict]) -> None:
+    root, p = project
+    p["tune"]["n_trials"] = 6
+    p["train"]["max_epochs"] = 20  # long enough trials that the signal lands inside one
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    proc = _cli(root)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            trials = _study(p).trials
+        except KeyError:  # the study is not created yet
+            continue
+        if any(t.state == TrialState.COMPLETE for t in trials) and trials[-1].state == TrialState.RUNNING:
+            break
+    else:
+        proc.kill()
+        pytest.fail("the study never reached a running trial after a completed one")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "run the same command again" in out
+    trials = _study(p).trials
+    assert TrialState.RUNNING not in {t.state for t in trials}
+    interrupted = trials[-1]
+    assert interrupted.state == TrialState.FAIL
+    done_before = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert 1 <= done_before < 6
+    runs = {int(r.data.tags["optuna.trial_number"]): r for r in _trial_runs(p)}
+    assert runs[interrupted.number].info.status == "FAILED" and runs[interrupted.number].data.tags["optuna.state"] == "FAIL"
+
+    again = _cli(root)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    trials = _study(p).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 6 and [t.state for t in trials].count(TrialState.FAIL) == 1
+    runs = _trial_runs(p)
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]  # nothing lost
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+    studies = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(studies) == 1  # the resumed study kept its one MLflow run
+
+
+def test_two_worker_processes_share_one_study(project: tuple[Path, dict]) -> None:
+    root, p = project
+    p["tune"]["n_trials"] = 6
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    proc = _cli(root, "--n-jobs", "2")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    trials = _study(p).trials
+    assert len(trials) == 6 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    runs = _trial_runs(p)
+    numbers = [int(r.data.tags["optuna.trial_number"]) for r in runs]
+    assert sorted(numbers) == list(range(6))  # every trial once: none run twice, none missing
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+
+
+def test_pruning_saves_work_on_hopeless_configurations(project: tuple[Path, dict], tmp_path: Path) -> None:
+    """Half the learning rates cannot learn in the epoch budget: the Wilcoxon pruner stops them after a few folds."""
+    _, p = project
+    p["cv"]["n_folds"] = 8
+    p["tune"].update(methods=["random"], n_trials=10, space={"train.lr": {"type": "categorical", "choices": [1e-7, 3e-3]}})
+    spent = {}
+    for pruner in ("none", "wilcoxon"):
+        q = copy.deepcopy(p)
+        q["tune"].update(pruner=pruner, storage=f"sqlite:///{tmp_path}/{pruner}.db")
+        t0 = time.perf_counter()
+        tune.run(q, "tiny")
+        trials = _study(q).trials
+        spent[pruner] = (sum(t.user_attrs["folds_run"] for t in trials), time.perf_counter() - t0, trials)
+    folds_none, time_none, _ = spent["none"]
+    folds_pruned, time_pruned, trials = spent["wilcoxon"]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert folds_none == 10 * 8
+    assert pruned and all(t.params["train.lr"] == 1e-7 and t.user_attrs["folds_run"] < 8 for t in pruned)
+    assert folds_pruned < folds_none
+    assert time_pruned < time_none, (time_pruned, time_none)
+    assert _study(q).best_trial.params["train.lr"] == 3e-3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"space": {}}, r"`tune.space` must map parameter keys .* may not be empty"),
+        ({"space": {"augment.k_neighbors": {"type": "int", "low": 30, "high": 40, "methods": ["smote"]}}}, r"low=30 is not below the 26 minority samples .* size 32"),
+        ({"space": {"augment.vae.latent_dim": {"type": "int", "low": 0, "high": 8}}}, r"is not a parameter in params.yaml"),
+        ({"space": {"augment.k_neighbors": {"type": "int", "low": 0, "high": 8}}}, r"must hold values > 0, but got \[0, 8\]"),
+        ({"methods": ["smote", "magic"]}, r"Unknown method 'magic' in `tune.methods`; known methods: none, random"),
+        ({"storage": "postgresql://nobody@127.0.0.1:1/nodb"}, r"Cannot open the Optuna storage 'postgresql://nobody@127.0.0.1:1/nodb'"),
+        ({"storage": "mysql+nosuchdriver://x"}, r"Cannot open the Optuna storage"),
+    ],
+)
+def test_bad_input_fails_before_any_trial(project: tuple[Path, dict], change: dict, message: str) -> None:
+    root, p = project
+    p["tune"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        tune.run(p, "tiny")
+    assert not (root / "results" / "tiny" / "best.json").exists()
+    assert not (Path(p["tracking"]["uri"].removeprefix("sqlite:///")).exists() and _trial_runs_or_none(p))
+
+
+def _trial_runs_or_none(p: dict) -> list:
+    client = MlflowClient(tracking_uri=p["tracking"]["uri"])
+    exp = client.get_experiment_by_name("embalance")
+    return [] if exp is None else _trial_runs(p)
+
+
+def test_vae_latent_size_must_be_positive(project: tuple[Path, dict]) -> None:
+    _, p = project
+    p["tune"]["space"] = {"augment.vae": {"type": "categorical", "choices": [{"latent_dim": 0}]}}
+    p["tune"]["methods"] = ["vae"]
+    with pytest.raises(ConfigError):
+        tune.run(p, "tiny")
+
+
+def test_grid_checks_table(project: tuple[Path, dict]) -> None:
+    root, p = project
+    p["tune"].update(sampler="grid", methods=["random", "smote"], grid={"augment.k_neighbors": [3, 5, 7]})
+    tune.run(p, "tiny")
+    trials = optuna.load_study(study_name="tiny-n32-grid", storage=p["tune"]["storage"]).trials
+    configs = sorted((t.params["method"], t.params.get("augment.k_neighbors")) for t in trials)
+    assert configs == [("random", None), ("smote", 3), ("smote", 5), ("smote", 7)]
+    table = (root / "results" / "tiny" / "tune" / "grid_n32.md").read_text()
+    assert "| smote | 7 |" in table and "| random |  |" in table
