@@ -59,3 +59,18 @@ def tiny_params(base_params: dict, tiny_mirror: Path, tmp_path: Path) -> dict:
     p["augment"]["vae"].update(epochs=10)
     p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny_mirror: Path, base_params: dict) -> Path:
+    """data/prepared/tiny and data/embeddings/tiny, built once for the whole session."""
+    root = tmp_path_factory.mktemp("tiny_project")
+    import copy
+
+    from embalance import embed, prepare
+
+    p = copy.deepcopy(base_params)
+    p["data"].update(mirror=str(tiny_mirror), max_train_per_class=None)
+    prepare.run(p, "tiny", out_dir=root / "data" / "prepared" / "tiny")
+    embed.run(p, "tiny", prepared_dir=root / "data" / "prepared" / "tiny", out_dir=root / "data" / "embeddings" / "tiny")
+    return root / "data"

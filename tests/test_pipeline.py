@@ -138,7 +138,8 @@ def test_mlflow_run_nests_the_pipeline_under_the_project_run(tiny_params: dict, 
     _write_params(proj / "tiny.yaml", tiny_params)
     uri = tiny_params["tracking"]["uri"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri}
-    env.pop("MLFLOW_RUN_ID", None)
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by mlflow in this process
+        env.pop(var, None)
     cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(proj), "--env-manager", "local", "--experiment-name", "embalance",
            "-P", "params_file=tiny.yaml", "-P", "methods=none,random", "-P", "sizes=32"]
     out = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True)

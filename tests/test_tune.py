@@ -18,19 +18,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from embalance import embed, prepare, tune
+from embalance import tune
 from embalance.errors import ConfigError
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny_mirror: Path, base_params: dict) -> Path:
-    """data/prepared/tiny and data/embeddings/tiny, built once for the whole session."""
-    root = tmp_path_factory.mktemp("tiny_project")
-    p = copy.deepcopy(base_params)
-    p["data"].update(mirror=str(tiny_mirror), max_train_per_class=None)
-    prepare.run(p, "tiny", out_dir=root / "data" / "prepared" / "tiny")
-    embed.run(p, "tiny", prepared_dir=root / "data" / "prepared" / "tiny", out_dir=root / "data" / "embeddings" / "tiny")
-    return root / "data"
 
 
 @pytest.fixture
@@ -116,7 +105,8 @@ def test_the_search_never_loads_the_test_set(project: tuple[Path, dict]) -> None
 
 def _cli(root: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_RUN_ID", None)
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by mlflow in this process
+        env.pop(var, None)
     return subprocess.Popen([str(Path(sys.executable).parent / "embalance"), "tune", "--dataset", "tiny", *args], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

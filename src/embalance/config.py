@@ -22,6 +22,7 @@ METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", "
 BACKENDS: tuple[str, ...] = ("embalance", "imblearn")
 IMBLEARN_METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+ENGINES: tuple[str, ...] = ("batched", "sequential")
 BORDERLINE_KINDS: tuple[str, ...] = ("borderline-1", "borderline-2")
 
 DEFAULT_PARAMS_FILE = "params.yaml"
@@ -181,6 +182,9 @@ def validate(params: Mapping[str, Any]) -> None:
     _positive_number("train", "weight_decay", tr.get("weight_decay"), allow_zero=True)
     _check_device("train", tr.get("device"))
     _positive_number("train", "threads", tr.get("threads"), integer=True, allow_zero=True)
+    _require(tr.get("engine") in ENGINES, f"`train.engine` must be one of {', '.join(ENGINES)}, but got {tr.get('engine')!r}.")
+    _positive_number("train", "max_models_per_group", tr.get("max_models_per_group"), integer=True)
+    _positive_number("train", "max_group_bytes", tr.get("max_group_bytes"), integer=True)
 
     trk = params["tracking"]
     _require(isinstance(trk.get("experiment"), str) and trk["experiment"], f"`tracking.experiment` must be a name, but got {trk.get('experiment')!r}.")

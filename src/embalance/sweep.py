@@ -29,7 +29,7 @@ from embalance.config import derive_seed, seed_everything
 from embalance.errors import ConfigError, InfeasibleResampling
 from embalance.io import ensure_writable_dir, write_json
 from embalance.protocol import check_sizes, imbalanced_pool, stratified_folds
-from embalance.train import FitResult, TrainConfig, fit_mlp, predict_proba
+from embalance.train import FitResult, TrainConfig, fit_folds, predict_proba
 
 TEST_METRICS = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1")
 
@@ -145,18 +145,43 @@ def fold_outcome(job: FoldJob, fit: FitResult, n_classes: int, test: tuple[np.nd
     return FoldOutcome(job.fold, "ok", job.info.reason, job.info, metrics, fit.history, seconds)
 
 
-def run_cell(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> list[FoldOutcome]:
-    """All folds of one cell, scored on the balanced test set. Pure: no tracking, no files."""
+def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapping[str, Any], dataset: str) -> Iterator[tuple[str, int, list[FoldOutcome]]]:
+    """Run cells in order, scored on the balanced test set; yields (method, size, fold outcomes) per cell.
+
+    With ``train.engine: batched`` the folds of consecutive cells are oversampled first and then trained together,
+    up to ``train.max_models_per_group`` folds (or ``max_group_bytes`` of data) at a time; with ``sequential`` each
+    cell is trained on its own. Results are the same either way (tests compare them). Pure: no tracking, no files.
+    """
     config = TrainConfig.from_params(params["train"])
-    outcomes: list[FoldOutcome] = []
-    for item in cell_folds(emb, method=method, size=size, params=params, dataset=dataset):
-        if isinstance(item, FoldOutcome):
-            outcomes.append(item)
-            continue
+    test = (emb.X_test, emb.y_test) if emb.X_test is not None else None
+    pending: list[tuple[str, int, list[FoldJob | FoldOutcome]]] = []
+
+    def flush() -> list[tuple[str, int, list[FoldOutcome]]]:
+        jobs = [item for _, _, items in pending for item in items if isinstance(item, FoldJob)]
         t0 = time.perf_counter()
-        fit = fit_mlp(item.X, item.y, item.X_val, item.y_val, n_classes=emb.n_classes, config=config, seed=item.seed)
-        outcomes.append(fold_outcome(item, fit, emb.n_classes, (emb.X_test, emb.y_test), item.seconds + time.perf_counter() - t0))
-    return outcomes
+        fits = fit_folds([(j.X, j.y, j.X_val, j.y_val) for j in jobs], n_classes=emb.n_classes, config=config, seeds=[j.seed for j in jobs])
+        share = (time.perf_counter() - t0) / max(len(jobs), 1)  # training time per fold, shared out evenly in a group
+        fit_of = dict(zip(map(id, jobs), fits, strict=True))
+        done = [
+            (m, n, [it if isinstance(it, FoldOutcome) else fold_outcome(it, fit_of[id(it)], emb.n_classes, test, it.seconds + share) for it in items])
+            for m, n, items in pending
+        ]
+        pending.clear()
+        return done
+
+    for method, size in cells:
+        pending.append((method, size, list(cell_folds(emb, method=method, size=size, params=params, dataset=dataset))))
+        n_jobs = sum(isinstance(it, FoldJob) for _, _, items in pending for it in items)
+        n_bytes = sum(it.X.nbytes + it.X_val.nbytes for _, _, items in pending for it in items if isinstance(it, FoldJob))
+        if config.engine == "sequential" or n_jobs >= config.max_models_per_group or n_bytes >= config.max_group_bytes:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def run_cell(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> list[FoldOutcome]:
+    """All folds of one cell, scored on the balanced test set."""
+    return next(run_cells(emb, [(method, size)], params=params, dataset=dataset))[2]
 
 
 def summarise(outcomes: Sequence[FoldOutcome]) -> dict[str, Any]:
@@ -216,22 +241,15 @@ def run_sweep(
     cells, folds = [], []
     grid = [(m, n) for n in sizes for m in methods]
     with tqdm(total=len(grid), desc=f"sweep {dataset}", unit="cell", disable=not progress) as bar:
-        for method, size in grid:
-            bar.set_postfix_str(f"{method} n={size}")
+        for method, size, outcomes in run_cells(emb, grid, params=params, dataset=dataset):
+            summary = summarise(outcomes)
             run_id = writer.create(f"{method} n={size}", parent_id, {"embalance.run_type": "cell"}) if writer else None
-            try:
-                outcomes = run_cell(emb, method=method, size=size, params=params, dataset=dataset)
-                summary = summarise(outcomes)
-                if writer and run_id:
+            if writer and run_id:
+                try:
                     _log_cell(writer, run_id, params, dataset, method, size, outcomes, summary)
-            except KeyboardInterrupt:
-                if writer and run_id:
-                    writer.finish(run_id, "KILLED")
-                raise
-            except Exception:
-                if writer and run_id:
+                except BaseException:
                     writer.finish(run_id, "FAILED")
-                raise
+                    raise
             cells.append({"dataset": dataset, "method": method, "minority_size": size, **summary, "mlflow_run_id": run_id or ""})
             for o in outcomes:
                 folds.append(
@@ -240,6 +258,7 @@ def run_sweep(
                         "sampler_status": o.info.status if o.info else o.status, "reason": o.reason, **o.metrics,
                     }
                 )
+            bar.set_postfix_str(f"{method} n={size}")
             bar.update(1)
     return pd.DataFrame(cells), pd.DataFrame(folds)
 

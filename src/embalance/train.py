@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,9 @@ class TrainConfig:
     patience: int = 5
     device: str = "auto"
     threads: int = 1  # torch intra-op threads on CPU; 0 = torch's default. Small MLP matmuls run fastest on 1.
+    engine: str = "batched"  # batched: many folds in lockstep (embalance.batched) | sequential: one fold at a time
+    max_models_per_group: int = 40  # batched: folds trained together
+    max_group_bytes: int = 2**31  # batched: data of one group (training rows + padded validation rows)
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> TrainConfig:
@@ -126,6 +129,24 @@ def _fit_mlp(
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(model=model, best_epoch=best_epoch, epochs_run=epoch, history=history)
+
+
+def fit_folds(
+    folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    n_classes: int,
+    config: TrainConfig,
+    seeds: Sequence[int],
+) -> list[FitResult]:
+    """Train one MLP per (X_train, y_train, X_val, y_val) fold with the configured engine; same results either way."""
+    if config.engine == "sequential":
+        return [fit_mlp(*fold, n_classes=n_classes, config=config, seed=seed) for fold, seed in zip(folds, seeds, strict=True)]
+    from embalance.batched import fit_mlp_batched
+
+    with cpu_threads(config.threads):
+        return fit_mlp_batched(
+            folds, n_classes=n_classes, config=config, seeds=seeds, max_models_per_group=config.max_models_per_group, max_group_bytes=config.max_group_bytes
+        )
 
 
 @torch.no_grad()

@@ -1,0 +1,436 @@
+"""Training many fold MLPs at once: the batched engine, with the same maths as :func:`embalance.train.fit_mlp`.
+
+The sweep fits one small MLP per (method, minority size, fold). Alone, each fit is a string of tiny matmuls
+and Python overhead. Here a *group* of fits is trained in lockstep with stacked weights and batched matrix
+products (``torch.baddbmm`` on ``(G, B, d) x (G, d, h)``), a hand-written backward pass into preallocated
+gradient buffers, and one fused Adam call per step (``torch._fused_adam_``, the kernel behind
+``torch.optim.Adam(fused=True)``).
+
+Per fold, everything is what :func:`~embalance.train.fit_mlp` does:
+
+- its own ``torch.Generator().manual_seed(seed)``: the initialisation is drawn by ``MLP.reset_parameters``,
+  then each epoch ``torch.randperm(n, generator=gen)`` orders the mini-batches (the last one partial);
+- loss = mean cross-entropy over the batch; Adam with torch's default betas/eps, ``weight_decay`` added to
+  the gradient (``torch.optim.Adam``'s L2);
+- after each epoch the full-batch validation loss and balanced accuracy; the best-val-loss weights are kept;
+  the fold stops when ``epoch - best_epoch >= patience`` or at ``max_epochs``.
+
+How folds of different sizes share a step: the slots of a group are sorted by training rows (largest first),
+so at step ``s`` of an epoch the folds that still have a batch are a prefix ``[:k]`` of the slots. Every
+operation of the step runs on that prefix (views, no copies), so a fold without a batch is neither computed
+nor updated and its Adam step count does not advance. Inside a fold's last, partial batch the missing rows
+are padding with weight zero. Folds with the same number of batches per epoch always have the same Adam step
+count, so each such *run* of slots is one contiguous chunk per parameter for the fused Adam call.
+
+A fold that stops is taken out of the group at the end of the epoch (its best weights become its
+:class:`~embalance.model.MLP`; the group's tensors are compacted), so finished folds cost nothing afterwards.
+
+Memory: a group holds its folds' data (concatenated training rows, padded validation rows) plus five
+copies of the stacked parameters (weights, gradient, Adam's two moments, best weights). Groups are formed
+from consecutive folds, closed at ``max_models_per_group`` folds or ``max_group_bytes`` of data, and
+``folds[i]`` is read only when its group is formed: pass a lazy ``Sequence`` to keep one group in memory.
+
+Host synchronisation: none inside the step loop. Once per epoch, one small transfer brings back the
+per-fold history values and stop flags (the early-stopping state itself lives in tensors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from embalance.config import resolve_device
+from embalance.errors import ConfigError
+from embalance.model import MLP, MLPConfig
+from embalance.train import FitResult, TrainConfig
+
+ArrayLike = torch.Tensor | np.ndarray
+Fold = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # X_train, y_train, X_val, y_val
+
+DEFAULT_MAX_GROUP_BYTES = 2 * 1024**3  # data of one group (training rows + padded validation rows)
+DEFAULT_MAX_MODELS_PER_GROUP = 40  # several cells x 10 folds; see benchmarks/train_engines.py
+
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as fit_mlp uses them
+
+
+def fit_mlp_batched(
+    folds: Sequence[Fold],
+    *,
+    n_classes: int,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    max_models_per_group: int | None = DEFAULT_MAX_MODELS_PER_GROUP,
+    max_group_bytes: int | None = DEFAULT_MAX_GROUP_BYTES,
+) -> list[FitResult]:
+    """Train one MLP per fold, many at a time; the result for fold ``i`` equals ``fit_mlp(*folds[i], seed=seeds[i])``.
+
+    Args:
+        folds: ``(X_train, y_train, X_val, y_val)`` per fold; numpy arrays or tensors (float X, integer y).
+            Read in order, one group at a time.
+        n_classes: number of classes C; labels must lie in ``[0, C)``.
+        config: the training configuration shared by all folds (as for ``fit_mlp``).
+        seeds: one seed per fold.
+        max_models_per_group: at most this many folds are trained together (``None``: no limit).
+        max_group_bytes: a group is closed before its data (float32 training rows plus padded validation
+            rows) would pass this many bytes (``None``: no limit). A single fold larger than this still runs,
+            alone.
+
+    Returns:
+        One :class:`FitResult` per fold, in the input order.
+    """
+    if len(seeds) != len(folds):
+        raise ConfigError(
+            f"`seeds` must give one seed per fold, but got {len(seeds)} seeds for {len(folds)} folds."
+        )
+    if n_classes < 2:
+        raise ConfigError(f"`n_classes` must be at least 2, but got n_classes={n_classes}.")
+    if max_models_per_group is not None and max_models_per_group < 1:
+        raise ConfigError(
+            f"`max_models_per_group` must be a positive integer or None, but got {max_models_per_group}."
+        )
+    if max_group_bytes is not None and max_group_bytes < 1:
+        raise ConfigError(f"`max_group_bytes` must be a positive integer or None, but got {max_group_bytes}.")
+    if config.batch_size < 1:
+        raise ConfigError(f"`batch_size` must be a positive integer, but got {config.batch_size}.")
+    device = torch.device(resolve_device(config.device))
+
+    results: list[FitResult | None] = [None] * len(folds)
+    group: list[_Fold] = []
+    in_dim: int | None = None
+    for i in range(len(folds)):
+        fold = _load_fold(i, folds[i], n_classes, device)
+        if in_dim is None:
+            in_dim = fold.X.shape[1]
+        elif fold.X.shape[1] != in_dim:
+            raise ConfigError(
+                f"All folds must have the same number of features, but fold {i} has {fold.X.shape[1]} and fold 0 "
+                f"has {in_dim}."
+            )
+        full = max_models_per_group is not None and len(group) >= max_models_per_group
+        too_big = max_group_bytes is not None and group and _group_bytes([*group, fold]) > max_group_bytes
+        if full or too_big:
+            for index, result in _fit_group(
+                group, n_classes=n_classes, config=config, seeds=seeds, device=device
+            ):
+                results[index] = result
+        group.append(fold)
+    if group:
+        for index, result in _fit_group(
+            group, n_classes=n_classes, config=config, seeds=seeds, device=device
+        ):
+            results[index] = result
+    return [r for r in results if r is not None]
+
+
+@dataclass
+class _Fold:
+    index: int  # position in the caller's sequence
+    X: torch.Tensor  # (n, d) float32, on the device
+    y: torch.Tensor  # (n,) int64
+    Xv: torch.Tensor  # (nv, d) float32
+    yv: torch.Tensor  # (nv,) int64
+
+
+def _load_fold(index: int, fold: Fold, n_classes: int, device: torch.device) -> _Fold:
+    if len(fold) != 4:
+        raise ConfigError(
+            f"Each fold must be (X_train, y_train, X_val, y_val), but fold {index} has {len(fold)} items."
+        )
+    X, y, Xv, yv = (torch.as_tensor(a) for a in fold)
+    X, Xv = X.to(device=device, dtype=torch.float32), Xv.to(device=device, dtype=torch.float32)
+    y, yv = y.to(device=device, dtype=torch.int64), yv.to(device=device, dtype=torch.int64)
+    for name, A, b in (("training", X, y), ("validation", Xv, yv)):
+        if A.ndim != 2 or b.ndim != 1 or A.shape[0] != b.shape[0]:
+            raise ConfigError(
+                f"Fold {index}: {name} X must be (n, d) and y (n,), but got X {tuple(A.shape)} and y {tuple(b.shape)}."
+            )
+        if A.shape[0] == 0:
+            raise ConfigError(f"Fold {index}: the {name} part must have at least one row, but it has none.")
+        lo, hi = int(b.min()), int(b.max())
+        if lo < 0 or hi >= n_classes:
+            raise ConfigError(
+                f"Fold {index}: {name} labels must lie in [0, {n_classes}), but got labels from {lo} to {hi}."
+            )
+    if Xv.shape[1] != X.shape[1]:
+        raise ConfigError(
+            f"Fold {index}: X_val must have the training part's {X.shape[1]} features, but has {Xv.shape[1]}."
+        )
+    return _Fold(index=index, X=X.contiguous(), y=y.contiguous(), Xv=Xv.contiguous(), yv=yv.contiguous())
+
+
+def _group_bytes(group: list[_Fold]) -> int:
+    d = group[0].X.shape[1]
+    n_train = sum(f.X.shape[0] for f in group)
+    n_val_padded = len(group) * max(f.Xv.shape[0] for f in group)
+    return 4 * d * (n_train + n_val_padded)
+
+
+def _fit_group(
+    group: list[_Fold], *, n_classes: int, config: TrainConfig, seeds: Sequence[int], device: torch.device
+) -> list[tuple[int, FitResult]]:
+    """Train one group; ``group`` is emptied once its data has been copied (so its memory can be freed)."""
+    trainer = _GroupTrainer(group, n_classes=n_classes, config=config, seeds=seeds, device=device)
+    return trainer.run()
+
+
+class _GroupTrainer:
+    """Lockstep training of the folds of one group; slots sorted by training rows, largest first."""
+
+    def __init__(
+        self,
+        group: list[_Fold],
+        *,
+        n_classes: int,
+        config: TrainConfig,
+        seeds: Sequence[int],
+        device: torch.device,
+    ) -> None:
+        self.config = config
+        self.device = device
+        order = sorted(range(len(group)), key=lambda j: -group[j].X.shape[0])  # stable: ties keep input order
+        folds = [group[j] for j in order]
+        G = len(folds)
+        d, h, C, B = folds[0].X.shape[1], config.hidden_dim, n_classes, config.batch_size
+        self.d, self.h, self.C, self.B = d, h, C, B
+        self.fold_index = [f.index for f in folds]  # slot -> caller's index
+        self.n = [f.X.shape[0] for f in folds]  # slot -> training rows (non-increasing)
+        self.n_val = [f.Xv.shape[0] for f in folds]
+        # Training rows of all folds, concatenated; a slot's rows start at its offset.
+        self.Xcat = torch.cat([f.X for f in folds])  # (sum n, d)
+        self.ycat = torch.cat([f.y for f in folds])  # (sum n,)
+        self.offset = np.concatenate([[0], np.cumsum(self.n)[:-1]]).tolist()
+        # Validation rows, padded to the longest; padding rows have weight 0.
+        nv_max = max(self.n_val)
+        self.Xv = torch.zeros(G, nv_max, d, device=device)  # (G, NV, d)
+        self.yv = torch.zeros(G, nv_max, dtype=torch.int64, device=device)  # (G, NV)
+        for g, f in enumerate(folds):
+            self.Xv[g, : f.Xv.shape[0]] = f.Xv
+            self.yv[g, : f.yv.shape[0]] = f.yv
+        self.v_mask = (
+            torch.arange(nv_max, device=device)[None, :] < torch.tensor(self.n_val, device=device)[:, None]
+        )
+        self.v_count = torch.tensor(self.n_val, dtype=torch.float32, device=device)  # (G,)
+        onehot = torch.nn.functional.one_hot(self.yv, C).to(torch.float64) * self.v_mask[..., None]
+        self.v_class_count = onehot.sum(1)  # (G, C) validation rows per class
+        group.clear()  # the folds' own tensors are copied into the group's: let the caller's copies go
+        del folds
+
+        # Initialisation: each fold's generator draws exactly as MLP.reset_parameters does.
+        self.gens = [torch.Generator().manual_seed(int(seeds[i])) for i in self.fold_index]
+        template = MLP(MLPConfig(in_dim=d, hidden_dim=h, n_classes=C))
+        W1 = torch.empty(G, d, h)
+        b1 = torch.empty(G, h)
+        W2 = torch.empty(G, h, C)
+        b2 = torch.empty(G, C)
+        for g, gen in enumerate(self.gens):
+            template.reset_parameters(gen)
+            W1[g] = template.hidden.weight.detach().T
+            b1[g] = template.hidden.bias.detach()
+            W2[g] = template.out.weight.detach().T
+            b2[g] = template.out.bias.detach()
+        # Per slot and parameter: weights, gradient, Adam's moments, best weights. Layout by parameter, so that
+        # a run of slots [a:b] is one contiguous chunk of each.
+        self.params = [t.to(device) for t in (W1, b1, W2, b2)]  # (G,d,h) (G,h) (G,h,C) (G,C)
+        self.grads = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.best = [p.clone() for p in self.params]
+        self.step = torch.zeros(G, dtype=torch.float32, device=device)  # Adam step count per slot
+        self.best_loss = torch.full((G,), math.inf, device=device)
+        self.best_epoch = torch.zeros(G, dtype=torch.int64, device=device)
+        self.history: list[dict[str, list[float]]] = [
+            {"train_loss": [], "val_loss": [], "val_balanced_accuracy": []} for _ in range(G)
+        ]
+        # Step buffers, sized for the full group; a step uses the prefix [:k].
+        self.xb = torch.empty(G, B, d, device=device)  # (G, B, d)
+        self.hid = torch.empty(G, B, h, device=device)  # (G, B, h)
+        self.dhid = torch.empty(G, B, h, device=device)  # (G, B, h)
+        self._layout()
+
+    # -- bookkeeping that depends on the set of slots -------------------------------------------------------
+
+    def _layout(self) -> None:
+        """Precompute what depends on the slots' sizes: batches per epoch, row weights, Adam's runs."""
+        B, G = self.B, len(self.n)
+        self.nb = [-(-n // B) for n in self.n]  # batches per epoch, non-increasing
+        S = self.nb[0]
+        self.active = [sum(1 for nb in self.nb if nb > s) for s in range(S)]  # slots with a batch at step s
+        n = torch.tensor(self.n, device=self.device)
+        pos = torch.arange(S, device=self.device).view(S, 1, 1) * B + torch.arange(
+            B, device=self.device
+        ).view(1, 1, B)
+        mask = pos < n.view(1, G, 1)  # (S, G, B) real rows
+        self.row_mask = mask.to(torch.float32)
+        self.row_count = self.row_mask.sum(2)  # (S, G) rows in each fold's batch at step s
+        self.row_weight = self.row_mask / self.row_count.clamp(min=1).unsqueeze(2)  # (S, G, B) d(mean)/d(row)
+        # Runs: maximal ranges of slots with the same number of batches (hence the same Adam step count).
+        self.runs: list[tuple[int, int]] = []
+        start = 0
+        for g in range(1, G + 1):
+            if g == G or self.nb[g] != self.nb[start]:
+                self.runs.append((start, g))
+                start = g
+        self.adam_lists = []
+        for a, b in self.runs:
+            step_view = self.step[a]
+            self.adam_lists.append(
+                (
+                    [p[a:b].view(-1) for p in self.params],
+                    [t[a:b].view(-1) for t in self.grads],
+                    [t[a:b].view(-1) for t in self.exp_avg],
+                    [t[a:b].view(-1) for t in self.exp_avg_sq],
+                    [step_view] * len(self.params),
+                )
+            )
+
+    def _compact(self, keep: list[int]) -> None:
+        """Drop the slots not in ``keep`` (ascending), keeping the others' order."""
+        idx = torch.tensor(keep, device=self.device)
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t.index_select(0, idx)
+
+        for lst in (self.params, self.grads, self.exp_avg, self.exp_avg_sq, self.best):
+            lst[:] = [take(t) for t in lst]
+        self.step, self.best_loss, self.best_epoch = (
+            take(self.step),
+            take(self.best_loss),
+            take(self.best_epoch),
+        )
+        self.Xv, self.yv, self.v_mask = take(self.Xv), take(self.yv), take(self.v_mask)
+        self.v_count, self.v_class_count = take(self.v_count), take(self.v_class_count)
+        for name in ("fold_index", "n", "n_val", "offset", "gens", "history"):
+            values = getattr(self, name)
+            setattr(self, name, [values[g] for g in keep])
+        self._layout()
+
+    # -- training -------------------------------------------------------------------------------------------
+
+    def run(self) -> list[tuple[int, FitResult]]:
+        done: list[tuple[int, FitResult]] = []
+        epoch = 0
+        while self.n and epoch < self.config.max_epochs:
+            epoch += 1
+            train_total = self._train_epoch()
+            val_loss, val_bacc = self._validate()
+            improved = val_loss < self.best_loss  # (G,) NaN never improves, as in fit_mlp
+            self.best_loss = torch.where(improved, val_loss, self.best_loss)
+            self.best_epoch = torch.where(improved, torch.full_like(self.best_epoch, epoch), self.best_epoch)
+            for p, best in zip(self.params, self.best, strict=True):
+                torch.where(improved.view(-1, *([1] * (p.ndim - 1))), p, best, out=best)
+            stop = ~improved & (epoch - self.best_epoch >= self.config.patience)
+            if epoch == self.config.max_epochs:
+                stop = torch.ones_like(stop)
+            # The one host transfer of the epoch: history values, stop flags, best epochs.
+            host = torch.stack(
+                [train_total.double(), val_loss.double(), val_bacc, stop.double(), self.best_epoch.double()]
+            ).cpu()
+            for g, hist in enumerate(self.history):
+                hist["train_loss"].append(float(host[0, g]) / self.n[g])
+                hist["val_loss"].append(float(host[1, g]))
+                hist["val_balanced_accuracy"].append(float(host[2, g]))
+            stopped = [g for g in range(len(self.n)) if host[3, g]]
+            for g in stopped:
+                done.append(
+                    (self.fold_index[g], self._result(g, best_epoch=int(host[4, g]), epochs_run=epoch))
+                )
+            if stopped:
+                keep = [g for g in range(len(self.n)) if not host[3, g]]
+                if keep:
+                    self._compact(keep)
+                else:
+                    self.n = []
+        for g in range(len(self.n)):  # only when max_epochs < 1: nothing trained, initial weights kept
+            done.append((self.fold_index[g], self._result(g, best_epoch=0, epochs_run=0)))
+        return done
+
+    def _train_epoch(self) -> torch.Tensor:
+        """One epoch of every slot; returns the per-slot sum over batches of (batch loss x batch rows), (G,)."""
+        B, d, device = self.B, self.d, self.device
+        G, S = len(self.n), self.nb[0]
+        # Batch order: each fold's own randperm (on the CPU generator, as fit_mlp), padded to S*B rows.
+        idx = torch.empty(G, S * B, dtype=torch.int64)
+        for g, gen in enumerate(self.gens):
+            n, off = self.n[g], self.offset[g]
+            perm = torch.randperm(n, generator=gen)
+            idx[g, :n] = perm + off
+            idx[g, n:] = off  # padding rows: any real row, weight 0
+        idx = idx.view(G, S, B).transpose(0, 1).contiguous().to(device)  # (S, G, B) rows of Xcat
+        y_all = self.ycat[idx].unsqueeze(-1)  # (S, G, B, 1)
+        target = torch.zeros(S, G, B, self.C, device=device).scatter_(3, y_all, self.row_weight.unsqueeze(3))
+        # target: (S, G, B, C) one-hot labels times each row's weight in its batch mean
+        total = torch.zeros(G, device=device)
+        W1, b1, W2, b2 = self.params
+        gW1, gb1, gW2, gb2 = self.grads
+        lr, wd = self.config.lr, self.config.weight_decay
+        for s in range(S):
+            k = self.active[s]
+            xb = self.xb[:k]  # (k, B, d)
+            torch.index_select(self.Xcat, 0, idx[s, :k].reshape(-1), out=xb.view(k * B, d))
+            hid = torch.baddbmm(b1[:k].unsqueeze(1), xb, W1[:k], out=self.hid[:k]).relu_()  # (k, B, h)
+            logits = torch.baddbmm(b2[:k].unsqueeze(1), hid, W2[:k])  # (k, B, C)
+            logp = torch.log_softmax(logits, dim=2)  # (k, B, C)
+            nll = -logp.gather(2, y_all[s, :k]).squeeze(2)  # (k, B)
+            count = self.row_count[s, :k]  # (k,)
+            loss = (nll * self.row_mask[s, :k]).sum(1) / count.clamp(min=1)  # (k,) batch mean
+            total[:k] += loss * count
+            # Backward of the mean cross-entropy: (softmax - onehot) / rows, zero on padding rows.
+            dlogits = logp.exp_().mul_(self.row_weight[s, :k].unsqueeze(2)).sub_(target[s, :k])  # (k, B, C)
+            torch.bmm(hid.transpose(1, 2), dlogits, out=gW2[:k])  # (k, h, C)
+            torch.sum(dlogits, dim=1, out=gb2[:k])  # (k, C)
+            dhid = torch.bmm(dlogits, W2[:k].transpose(1, 2), out=self.dhid[:k])  # (k, B, h)
+            torch.ops.aten.threshold_backward.grad_input(dhid, hid, 0.0, grad_input=dhid)  # ReLU backward
+            torch.bmm(xb.transpose(1, 2), dhid, out=gW1[:k])  # (k, d, h)
+            torch.sum(dhid, dim=1, out=gb1[:k])  # (k, h)
+            # Adam on the active slots: one fused call over the runs that have a batch at this step.
+            self.step[:k] += 1
+            lists = [[], [], [], [], []]
+            for (a, _), run_lists in zip(self.runs, self.adam_lists, strict=True):
+                if a >= k:
+                    break
+                for acc, part in zip(lists, run_lists, strict=True):
+                    acc.extend(part)
+            torch._fused_adam_(
+                *lists[:4],
+                [],
+                lists[4],
+                lr=lr,
+                beta1=_BETA1,
+                beta2=_BETA2,
+                weight_decay=wd,
+                eps=_EPS,
+                amsgrad=False,
+                maximize=False,
+            )
+        return total
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-batch validation loss (G,) float32 and balanced accuracy (G,) float64 of the current weights."""
+        W1, b1, W2, b2 = self.params
+        hid = torch.relu(torch.baddbmm(b1.unsqueeze(1), self.Xv, W1))  # (G, NV, h)
+        logits = torch.baddbmm(b2.unsqueeze(1), hid, W2)  # (G, NV, C)
+        nll = -torch.log_softmax(logits, dim=2).gather(2, self.yv.unsqueeze(2)).squeeze(2)  # (G, NV)
+        val_loss = (nll * self.v_mask).sum(1) / self.v_count  # (G,)
+        correct = ((logits.argmax(2) == self.yv) & self.v_mask).to(torch.float64)  # (G, NV)
+        hits = torch.zeros_like(self.v_class_count).scatter_add_(1, self.yv, correct)  # (G, C)
+        present = self.v_class_count > 0
+        recall = torch.where(present, hits / self.v_class_count.clamp(min=1), 0.0)
+        val_bacc = recall.sum(1) / present.sum(1)  # (G,) mean recall over the classes present
+        return val_loss, val_bacc
+
+    def _result(self, g: int, *, best_epoch: int, epochs_run: int) -> FitResult:
+        model = MLP(MLPConfig(in_dim=self.d, hidden_dim=self.h, n_classes=self.C))
+        W1, b1, W2, b2 = self.best
+        with torch.no_grad():
+            model.hidden.weight.copy_(W1[g].T)
+            model.hidden.bias.copy_(b1[g])
+            model.out.weight.copy_(W2[g].T)
+            model.out.bias.copy_(b2[g])
+        model.to(self.device)
+        model.eval()
+        return FitResult(model=model, best_epoch=best_epoch, epochs_run=epochs_run, history=self.history[g])

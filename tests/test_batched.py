@@ -1,0 +1,174 @@
+"""The batched engine trains exactly what the sequential one trains, fold by fold."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from embalance.batched import fit_mlp_batched
+from embalance.errors import ConfigError
+from embalance.train import FitResult, TrainConfig, fit_mlp
+
+N_CLASSES = 3
+SIZES = [(150, 40), (97, 33), (64, 20), (130, 41), (63, 25), (200, 50)]  # (train, val) rows; 16-row batches
+SEEDS = [0, 1, 2, 3, 4, 5]
+CONFIG = TrainConfig(
+    hidden_dim=32, lr=0.01, batch_size=16, max_epochs=15, patience=2, weight_decay=1e-4, device="cpu"
+)
+# With these data and seeds the sequential engine stops the folds at epochs 7, 9, 15 (max_epochs), 8, 8, 6.
+EXPECTED_EPOCHS = [(5, 7), (7, 9), (15, 15), (6, 8), (6, 8), (4, 6)]  # (best_epoch, epochs_run)
+TOL = 1e-5
+
+Fold = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def make_folds(seed: int = 0, d: int = 24) -> list[Fold]:
+    rng = np.random.default_rng(seed)
+    folds = []
+    for n, nv in SIZES:
+        centers = rng.normal(size=(N_CLASSES, d)).astype(np.float32) * 0.6
+        y = rng.integers(0, N_CLASSES, n)
+        X = (centers[y] + rng.normal(size=(n, d))).astype(np.float32)
+        yv = rng.integers(0, N_CLASSES, nv)
+        Xv = (centers[yv] + rng.normal(size=(nv, d))).astype(np.float32)
+        folds.append((X, y, Xv, yv))
+    return folds
+
+
+@pytest.fixture(scope="module")
+def folds() -> list[Fold]:
+    return make_folds()
+
+
+@pytest.fixture(scope="module")
+def sequential(folds: list[Fold]) -> list[FitResult]:
+    return [
+        fit_mlp(*f, n_classes=N_CLASSES, config=CONFIG, seed=s) for f, s in zip(folds, SEEDS, strict=True)
+    ]
+
+
+@pytest.fixture(scope="module")
+def batched(folds: list[Fold]) -> list[FitResult]:
+    return fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS)
+
+
+def assert_same_fit(a: FitResult, b: FitResult, tol: float = TOL) -> None:
+    assert (a.best_epoch, a.epochs_run) == (b.best_epoch, b.epochs_run)
+    assert a.history.keys() == b.history.keys()
+    for key in a.history:
+        assert len(a.history[key]) == len(b.history[key]) == a.epochs_run
+        np.testing.assert_allclose(a.history[key], b.history[key], rtol=0, atol=tol, err_msg=key)
+    assert a.model.config == b.model.config
+    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert pa.shape == pb.shape, name
+        torch.testing.assert_close(pa, pb, rtol=0, atol=tol, msg=name)
+
+
+def test_grid_stops_folds_at_different_epochs(sequential: list[FitResult]) -> None:
+    assert [(r.best_epoch, r.epochs_run) for r in sequential] == EXPECTED_EPOCHS
+
+
+def test_matches_sequential_engine(
+    folds: list[Fold], sequential: list[FitResult], batched: list[FitResult]
+) -> None:
+    assert len(batched) == len(folds)
+    for a, b in zip(sequential, batched, strict=True):
+        assert_same_fit(a, b)
+
+
+def test_predictions_identical(
+    folds: list[Fold], sequential: list[FitResult], batched: list[FitResult]
+) -> None:
+    X_all = torch.as_tensor(np.concatenate([f[0] for f in folds] + [f[2] for f in folds]))
+    for a, b in zip(sequential, batched, strict=True):
+        assert not b.model.training
+        with torch.no_grad():
+            la, lb = a.model(X_all), b.model(X_all)
+        assert torch.isfinite(lb).all()
+        assert torch.equal(la.argmax(1), lb.argmax(1))
+
+
+def test_deterministic(folds: list[Fold], batched: list[FitResult]) -> None:
+    again = fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS)
+    for a, b in zip(batched, again, strict=True):
+        assert_same_fit(a, b, tol=0.0)
+
+
+@pytest.mark.parametrize("max_models", [1, 4])
+def test_grouping_does_not_change_results(
+    folds: list[Fold], batched: list[FitResult], max_models: int
+) -> None:
+    grouped = fit_mlp_batched(
+        folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_models_per_group=max_models
+    )
+    for a, b in zip(batched, grouped, strict=True):
+        assert_same_fit(a, b)
+
+
+def test_byte_budget_splits_groups(folds: list[Fold], batched: list[FitResult]) -> None:
+    one_fold = 4 * 24 * (200 + 50)
+    split = fit_mlp_batched(
+        folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_group_bytes=3 * one_fold
+    )
+    for a, b in zip(batched, split, strict=True):
+        assert_same_fit(a, b)
+
+
+def test_finished_fold_is_frozen(folds: list[Fold], batched: list[FitResult]) -> None:
+    """A fold that stops early ends exactly as if training had ended there, whatever the others still do."""
+    first = min(range(len(folds)), key=lambda i: batched[i].epochs_run)
+    stop = batched[first].epochs_run
+    assert stop < max(r.epochs_run for r in batched)
+    alone = fit_mlp_batched(
+        [folds[first]],
+        n_classes=N_CLASSES,
+        config=replace(CONFIG, max_epochs=stop),
+        seeds=[SEEDS[first]],
+    )[0]
+    assert_same_fit(batched[first], alone, tol=0.0)
+
+
+def test_torch_inputs_and_lazy_sequence(folds: list[Fold], batched: list[FitResult]) -> None:
+    class Lazy(Sequence):
+        def __init__(self) -> None:
+            self.reads: list[int] = []
+
+        def __len__(self) -> int:
+            return len(folds)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+            self.reads.append(i)
+            return tuple(torch.as_tensor(a) for a in folds[i])
+
+    lazy = Lazy()
+    results = fit_mlp_batched(lazy, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_models_per_group=2)
+    assert lazy.reads == list(range(len(folds)))  # each fold read once, in order
+    for a, b in zip(batched, results, strict=True):
+        assert_same_fit(a, b)
+
+
+def test_plain_adam_without_weight_decay_matches(folds: list[Fold]) -> None:
+    config = TrainConfig(hidden_dim=16, lr=0.003, batch_size=32, max_epochs=3, patience=1, device="cpu")
+    two = folds[:2]
+    seq = [fit_mlp(*f, n_classes=N_CLASSES, config=config, seed=7) for f in two]
+    bat = fit_mlp_batched(two, n_classes=N_CLASSES, config=config, seeds=[7, 7])
+    for a, b in zip(seq, bat, strict=True):
+        assert_same_fit(a, b)
+
+
+def test_bad_input_is_refused(folds: list[Fold]) -> None:
+    with pytest.raises(ConfigError, match="one seed per fold"):
+        fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS[:2])
+    X, y, Xv, yv = folds[0]
+    with pytest.raises(ConfigError, match=r"labels must lie in \[0, 3\)"):
+        fit_mlp_batched([(X, y + 1, Xv, yv)], n_classes=N_CLASSES, config=CONFIG, seeds=[0])
+    with pytest.raises(ConfigError, match="same number of features"):
+        fit_mlp_batched(
+            [folds[0], (X[:, :10], y, Xv[:, :10], yv)], n_classes=N_CLASSES, config=CONFIG, seeds=[0, 1]
+        )
+    with pytest.raises(ConfigError, match="max_models_per_group"):
+        fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_models_per_group=0)
