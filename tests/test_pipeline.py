@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -152,3 +154,43 @@ def test_mlflow_run_nests_the_pipeline_under_the_project_run(tiny_params: dict, 
     assert project.data.params["methods"] == "none,random" and project.data.params["effective.methods"] == "none,random"
     assert project.data.params["effective.datasets"] == "tiny"  # `datasets` was left empty: taken from the params file
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_cells(tiny_data: Path, tiny_params: dict, tmp_path: Path) -> None:
+    """SIGTERM mid-sweep, then the same command: finished cells are kept (same MLflow runs), the rest run once."""
+    proj = tmp_path / "proj"
+    shutil.copytree(tiny_data, proj / "data")
+    p = dict(tiny_params)
+    p["train"] = {**p["train"], "engine": "sequential", "max_epochs": 30, "patience": 30}  # slow enough to interrupt
+    p["imbalance"] = {**p["imbalance"], "sizes": [8, 16, 32, 64]}
+    _write_params(proj / "params.yaml", p)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI"):
+        env.pop(var, None)
+    cmd = [str(Path(sys.executable).parent / "embalance"), "sweep", "--dataset", "tiny"]
+    proc = subprocess.Popen(cmd, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = proj / ".embalance" / "sweep" / "tiny"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(len(f.read_text().splitlines()) >= 3 for f in state.glob("*.jsonl")):
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    first = [json.loads(line) for f in state.glob("*.jsonl") for line in f.read_text().splitlines()]
+    n_cells = len(p["augment"]["methods"]) * 4
+    assert 3 <= len(first) < n_cells
+    kept = {(r["cell"]["method"], r["cell"]["minority_size"]): r["cell"]["mlflow_run_id"] for r in first}
+
+    again = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"resuming: {len(first)} finished cells kept" in again.stdout
+    cells = pd.read_csv(proj / "results" / "tiny" / "cells.csv")
+    assert len(cells) == n_cells
+    for (method, size), run_id in kept.items():  # the finished cells were not redone
+        assert cells[(cells.method == method) & (cells.minority_size == size)].iloc[0].mlflow_run_id == run_id
+    runs = _runs(p["tracking"]["uri"])
+    sweeps = [r for r in runs if r.data.tags["embalance.run_type"] == "sweep"]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"  # one sweep run, resumed
+    live_cells = [r for r in runs if r.data.tags["embalance.run_type"] == "cell"]
+    assert sorted(r.info.run_id for r in live_cells) == sorted(cells.mlflow_run_id)  # every cell logged once
+    assert not list(state.glob("*.jsonl"))  # the checkpoint is gone once the sweep is complete

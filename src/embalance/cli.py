@@ -13,7 +13,9 @@ Every sub-command takes ``--params params.yaml`` and any number of ``--set secti
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,8 +64,15 @@ def _list_override(key: str, raw: str) -> list[str]:
     return [f"{key}=[{raw}]"] if raw.strip() else []
 
 
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    # SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C: runs are closed, finished work is kept.
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if in_main else None
     try:
         return _dispatch(args)
     except EmbalanceError as e:
@@ -72,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"embalance {args.command}: interrupted; finished work is kept — run the same command again to go on.", file=sys.stderr)
         return 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

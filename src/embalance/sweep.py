@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,14 +235,27 @@ def run_sweep(
     writer: tracking.RunWriter | None = None,
     parent_id: str | None = None,
     progress: bool = True,
+    done: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
+    on_cell: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run every cell; log each cell and fold run when a writer is given. Returns (cells, folds) tables."""
+    """Run every cell; log each cell and fold run when a writer is given. Returns (cells, folds) tables.
+
+    ``done`` holds cells finished by an interrupted run (their rows are taken as they are); ``on_cell`` is told
+    of each newly finished cell.
+    """
+    done = done or {}
     methods, sizes = params["augment"]["methods"], params["imbalance"]["sizes"]
     check_sizes(emb.y_train, params["imbalance"]["minority_classes"], sizes)  # before any work
-    cells, folds = [], []
+    cells: list[dict[str, Any]] = []
+    folds: list[dict[str, Any]] = []
     grid = [(m, n) for n in sizes for m in methods]
-    with tqdm(total=len(grid), desc=f"sweep {dataset}", unit="cell", disable=not progress) as bar:
-        for method, size, outcomes in run_cells(emb, grid, params=params, dataset=dataset):
+    for key in grid:
+        if key in done:
+            cells.append(dict(done[key]["cell"]))
+            folds.extend(dict(f) for f in done[key]["folds"])
+    todo = [key for key in grid if key not in done]
+    with tqdm(total=len(grid), initial=len(grid) - len(todo), desc=f"sweep {dataset}", unit="cell", disable=not progress) as bar:
+        for method, size, outcomes in run_cells(emb, todo, params=params, dataset=dataset):
             summary = summarise(outcomes)
             run_id = writer.create(f"{method} n={size}", parent_id, {"embalance.run_type": "cell"}) if writer else None
             if writer and run_id:
@@ -250,16 +264,23 @@ def run_sweep(
                 except BaseException:
                     writer.finish(run_id, "FAILED")
                     raise
-            cells.append({"dataset": dataset, "method": method, "minority_size": size, **summary, "mlflow_run_id": run_id or ""})
-            for o in outcomes:
-                folds.append(
-                    {
-                        "dataset": dataset, "method": method, "minority_size": size, "fold": o.fold, "status": o.status,
-                        "sampler_status": o.info.status if o.info else o.status, "reason": o.reason, **o.metrics,
-                    }
-                )
+            cell = {"dataset": dataset, "method": method, "minority_size": size, **summary, "mlflow_run_id": run_id or ""}
+            cell_folds_rows = [
+                {
+                    "dataset": dataset, "method": method, "minority_size": size, "fold": o.fold, "status": o.status,
+                    "sampler_status": o.info.status if o.info else o.status, "reason": o.reason, **o.metrics,
+                }
+                for o in outcomes
+            ]
+            cells.append(cell)
+            folds.extend(cell_folds_rows)
+            if on_cell is not None:
+                on_cell(cell, cell_folds_rows)
             bar.set_postfix_str(f"{method} n={size}")
             bar.update(1)
+    order = {key: i for i, key in enumerate(grid)}
+    cells.sort(key=lambda c: order[(c["method"], int(c["minority_size"]))])
+    folds.sort(key=lambda f: (order[(f["method"], int(f["minority_size"]))], f["fold"]))
     return pd.DataFrame(cells), pd.DataFrame(folds)
 
 
@@ -345,24 +366,112 @@ def write_results(cells: pd.DataFrame, folds: pd.DataFrame, out_dir: Path, datas
     plot_curve(cells, out_dir / "balanced_accuracy.png", dataset)
 
 
+RESULT_KEYS = ("seed", "imbalance", "cv", "augment")
+# Train keys that change how fast, not what: left out of the resume key.
+SPEED_ONLY = ("device", "threads", "engine", "max_models_per_group", "max_group_bytes")
+CODE = ("sweep.py", "protocol.py", "augment.py", "oversample.py", "train.py", "batched.py", "model.py")
+
+
+def resume_key(params: Mapping[str, Any], emb: Embeddings) -> str:
+    """A hash of everything a cell's result depends on: params, the embeddings' bytes and the code that computes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    relevant = {k: params[k] for k in RESULT_KEYS} | {"train": {k: v for k, v in params["train"].items() if k not in SPEED_ONLY}}
+    h.update(json.dumps(relevant, sort_keys=True, default=str).encode())
+    h.update(json.dumps({k: v for k, v in emb.tags.items() if k.endswith("md5")}, sort_keys=True).encode())
+    here = Path(__file__).parent
+    for name in CODE:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Checkpoint:
+    """Finished cells of an interrupted sweep, one JSON line each, so that a re-run does not redo them.
+
+    Lives outside the DVC outputs (which DVC removes before re-running a stage), under ``.embalance/sweep/``,
+    and is removed once the sweep has finished and written its results.
+    """
+
+    def __init__(self, dataset: str, key: str, root: Path = Path(".embalance") / "sweep") -> None:
+        self.path = ensure_writable_dir(root / dataset) / f"{key}.jsonl"
+
+    def load(self) -> dict[tuple[str, int], dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        done = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by the interruption: that cell is simply redone
+                continue
+            done[(rec["cell"]["method"], int(rec["cell"]["minority_size"]))] = rec
+        return done
+
+    def add(self, cell: Mapping[str, Any], folds: Sequence[Mapping[str, Any]]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"cell": cell, "folds": list(folds)}, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def run(params: Mapping[str, Any], dataset: str, *, out_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    """Load embeddings, sweep all cells under one `sweep <dataset>` MLflow run, write the results files."""
+    """Load embeddings, sweep all cells under one `sweep <dataset>` MLflow run, write the results files.
+
+    An interrupted sweep resumes: cells that finished are read back from the checkpoint (not recomputed), and
+    the remaining cells are logged under the same MLflow sweep run.
+    """
     out_dir = out_dir or Path("results") / dataset
     ensure_writable_dir(out_dir)  # fail before the work, not after
     emb = load_embeddings(dataset)
     check_sizes(emb.y_train, params["imbalance"]["minority_classes"], params["imbalance"]["sizes"])
     seed_everything(params["seed"])
     experiment_id = tracking.setup(params)
+    key = resume_key(params, emb)
+    checkpoint = Checkpoint(dataset, key)
+    done = checkpoint.load()
     tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset}
-    with tracking.parent_run(f"sweep {dataset}", tags={**tags, "embalance.run_type": "sweep"}) as parent:
-        mlflow_params = {"dataset": dataset, "methods": params["augment"]["methods"], "sizes": params["imbalance"]["sizes"], "seed": params["seed"]}
-        import mlflow
+    resume_run = _sweep_run_to_resume(experiment_id, key) if done else None
+    if done:
+        print(f"sweep {dataset}: resuming: {len(done)} finished cells kept from {checkpoint.path}")
+    import mlflow
 
-        mlflow.log_params({k: str(v) for k, v in mlflow_params.items()})
+    with tracking.parent_run(f"sweep {dataset}", tags={**tags, "embalance.run_type": "sweep", "embalance.sweep_key": key}, run_id=resume_run) as parent:
+        if resume_run is not None:
+            _drop_unfinished_cells(parent.info.run_id, {rec["cell"]["mlflow_run_id"] for rec in done.values()})
+        else:
+            mlflow.log_params({k: str(v) for k, v in {"dataset": dataset, "methods": params["augment"]["methods"], "sizes": params["imbalance"]["sizes"], "seed": params["seed"]}.items()})
         writer = tracking.RunWriter(experiment_id, tags)
-        cells, folds = run_sweep(emb, params, dataset, writer=writer, parent_id=parent.info.run_id, progress=progress)
+        cells, folds = run_sweep(emb, params, dataset, writer=writer, parent_id=parent.info.run_id, progress=progress, done=done, on_cell=checkpoint.add)
         write_results(cells, folds, out_dir, dataset)
         mlflow.log_artifacts(str(out_dir), artifact_path="results")
+    checkpoint.clear()
     ran = cells[cells["n_folds_ok"] > 0]
     print(f"sweep {dataset}: {len(cells)} cells ({len(ran)} ran, {len(cells) - len(ran)} could not run) -> {out_dir}")
     return cells
+
+
+def _drop_unfinished_cells(sweep_run_id: str, kept: set[str]) -> None:
+    """A cell whose logging was cut off by the interruption is redone: its partial runs are deleted (soft delete)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_run(sweep_run_id).info.experiment_id
+    for cell in client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{sweep_run_id}'", max_results=5000):
+        if cell.info.run_id in kept:
+            continue
+        for fold in client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{cell.info.run_id}'", max_results=1000):
+            client.delete_run(fold.info.run_id)
+        client.delete_run(cell.info.run_id)
+
+
+def _sweep_run_to_resume(experiment_id: str, key: str) -> str | None:
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.`embalance.sweep_key` = '{key}' and tags.`embalance.run_type` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0].info.run_id if runs else None

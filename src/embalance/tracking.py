@@ -86,15 +86,20 @@ def _dvc_lock_hash(out_dir: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def parent_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+def parent_run(name: str, tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A run for a stage: a child of the active run if there is one; under `mlflow run`, the project run itself.
 
-    `mlflow run` creates the project run and passes it in ``MLFLOW_RUN_ID``; it becomes this run (and gets the tags), so the tree reads project run -> sweep -> cells -> folds, with no empty level in between.
+    `mlflow run` creates the project run and passes it in ``MLFLOW_RUN_ID``; it becomes this run (and gets the tags), so the tree reads project run -> sweep -> cells -> folds, with no empty level in between. ``run_id``
+    resumes an earlier run of the stage instead of creating one (an interrupted sweep).
     """
     if mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
         # Take the variable away: otherwise every later start_run(nested=True) would resume this same run.
         with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID")) as run:
             mlflow.set_tags(dict(tags or {}))
+            yield run
+        return
+    if run_id is not None:  # resume an earlier run of this stage (an interrupted sweep)
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run:
             yield run
         return
     with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=dict(tags or {})) as run:
