@@ -20,7 +20,7 @@ validation row ``2*(d*h + h*C)``. (The common ``6*rows*params`` rule would count
 input gradient and report 1.5x more.)
 
 Usage:
-  python benchmarks/train_engines.py [--quick] [--config sst2|imdb|both] [--json PATH]
+  python benchmarks/sweep.py [--quick] [--config sst2|imdb|both] [--json PATH]
 """
 
 from __future__ import annotations

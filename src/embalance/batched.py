@@ -52,7 +52,7 @@ ArrayLike = torch.Tensor | np.ndarray
 Fold = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # X_train, y_train, X_val, y_val
 
 DEFAULT_MAX_GROUP_BYTES = 2 * 1024**3  # data of one group (training rows + padded validation rows)
-DEFAULT_MAX_MODELS_PER_GROUP = 40  # several cells x 10 folds; see benchmarks/train_engines.py
+DEFAULT_MAX_MODELS_PER_GROUP = 40  # several cells x 10 folds; see benchmarks/sweep.py
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as fit_mlp uses them
 
