@@ -4,6 +4,8 @@
     embalance embed    --dataset sst2          # DVC stage `embed`
     embalance sweep    --dataset sst2          # DVC stage `sweep`
     embalance tune     --dataset sst2          # DVC stage `tune`: Optuna studies, best.json
+    embalance export   --dataset sst2          # DVC stage `export`: ONNX encoder + classifier, registered in MLflow
+    embalance predict  --model models/sst2 --input texts.csv   # label texts with an exported or registered model
     embalance pipeline                         # prepare -> embed -> sweep for every dataset, one MLflow parent run
     embalance cell --dataset sst2 --method smote --size 64   # one cell, tracked, no result files
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from embalance.errors import ConfigError, EmbalanceError
 
-STAGES = ("prepare", "embed", "sweep", "tune", "pipeline", "cell")
+STAGES = ("prepare", "embed", "sweep", "tune", "export", "predict", "pipeline", "cell")
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -46,6 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="", help="Optuna storage URL (default: tune.storage)")
     p.add_argument("--sampler", default="", help="tpe | random | grid (default: tune.sampler)")
     p.add_argument("--worker-only", action="store_true", help="only run trials; leave the final evaluation to the main invocation")
+    _common(p)
+    p = sub.add_parser("export", help="retrain the chosen configuration, export ONNX, log and register the model")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--no-register", action="store_true", help="write models/<dataset>/ only; log and register nothing")
+    _common(p)
+    p = sub.add_parser("predict", help="label texts with an exported folder or a registered model")
+    p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or models:/embalance-sst2@champion")
+    p.add_argument("--input", default="-", help="CSV with a `text` column, or one text per line; - = stdin")
+    p.add_argument("--output", default="-", help="CSV to write; - = stdout")
+    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"))
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = one per CPU)")
+    p.add_argument("--no-progress", action="store_true")
     _common(p)
     p = sub.add_parser("pipeline", help="prepare -> embed -> sweep for each dataset under one MLflow run")
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
@@ -121,6 +136,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.n_jobs < 1:
             raise ConfigError(f"--n-jobs must be >= 1, but got {args.n_jobs}.")
         tune.run(params, args.dataset, n_jobs=args.n_jobs, worker_only=args.worker_only)
+    elif args.command == "export":
+        from embalance import export
+
+        export.run(params, args.dataset, register=not args.no_register)
+    elif args.command == "predict":
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        from embalance import predict, tracking
+
+        mlflow.set_tracking_uri(tracking.tracking_uri(params))
+        try:
+            predict.run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
+        except (MlflowException, FileNotFoundError, ValueError) as e:
+            print(f"embalance predict: error: {e}", file=sys.stderr)
+            return 2
     elif args.command == "cell":
         from embalance import sweep
 

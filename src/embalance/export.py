@@ -1,0 +1,587 @@
+"""Stage `export`: retrain the chosen configuration, export encoder and classifier to ONNX, log and register.
+
+1. **The configuration.** ``results/<dataset>/best.json`` (written by the tuning stage) when it exists and
+   ``export.use_best`` is true, else ``export.method`` / ``export.minority_size`` from params.yaml.
+2. **Retraining** on the whole imbalanced pool of that minority size, with its oversampler, in two passes:
+   (a) the protocol's fold 0 (of ``cv.n_folds`` stratified folds, the same fold the sweep uses) is held out,
+   the rest is oversampled and an MLP is trained with early stopping on the held-out slice: this picks the
+   number of epochs and gives honest validation numbers; (b) the whole pool is oversampled and a fresh MLP
+   (same seed) is trained for that many epochs. The slice is never both trained on and used for stopping.
+3. **Export.** ``classifier.onnx`` (sentence_embedding -> label, probabilities) and ``encoder.onnx`` (input_ids,
+   attention_mask -> sentence_embedding, mean pooling and L2 normalisation inside the graph), both traced with
+   the TorchScript exporter (``dynamo=False``: its graph is the one ONNX Runtime's BERT optimiser fuses), both
+   checked with ``onnx.checker`` and compared with PyTorch: the classifier on the test embeddings, the encoder
+   on the dataset's real test texts. The encoder is kept plain or fused (ONNX Runtime's transformer
+   optimiser: Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu), whichever is faster and
+   within tolerance; ``export.json`` records the choice, the timings and the parity numbers.
+4. **MLflow.** One pyfunc model (texts -> label, class_name, probabilities; tokenizers + numpy + onnxruntime
+   at inference), logged with a signature and an input example, registered as
+   ``<registered_model_prefix>-<dataset>``, alias ``champion`` moved to the new version.
+
+    embalance export --dataset sst2          # writes models/sst2/, logs and registers the model
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embalance import predict as runtime
+from embalance.augment import ResampleInfo, resample
+from embalance.config import METHODS, apply_overrides, derive_seed, seed_everything, validate
+from embalance.errors import ConfigError, EmbalanceError, InfeasibleResampling
+from embalance.io import ensure_writable_dir, file_md5, write_json
+from embalance.model import MLP
+from embalance.protocol import imbalanced_pool, stratified_folds
+from embalance.train import TrainConfig, fit_mlp, predict_proba
+
+ENCODER_GRAPHS = ("auto", "fused", "plain")
+OPSET = 17
+PROBA_ATOL = 1e-4  # classifier: ONNX vs PyTorch probabilities
+MIN_COSINE = 0.9999  # encoder: ONNX vs PyTorch embeddings
+# auto keeps the fused encoder unless the plain one is faster by more than this factor: a clear margin keeps the
+# choice (and so the exported bytes) stable under timing noise.
+PLAIN_MARGIN = 1.10
+CHAMPION = "champion"
+CHECKPOINT_FILE = "classifier.pt"  # the same MLP as a PyTorch checkpoint (not part of the served model)
+
+
+class ExportError(EmbalanceError):
+    """An exported graph does not reproduce the PyTorch model within tolerance."""
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    method: str = "smote"
+    minority_size: int = 512
+    use_best: bool = True
+    registered_model_prefix: str = "embalance"
+    encoder_graph: str = "auto"  # auto | fused | plain
+    intra_op_threads: int = 1  # ONNX Runtime threads per served model process (uvicorn runs one per CPU); 0 = all CPUs
+    parity_texts: int = 0  # test texts the encoder is checked on; 0 = all
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ExportSettings:
+        sec = params.get("export")
+        if not isinstance(sec, dict):
+            raise ConfigError("params.yaml needs an `export:` section (a mapping); see the README's Serving section.")
+        unknown = sorted(set(sec) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"Unknown key(s) {unknown} in `export`; known keys: {', '.join(cls.__dataclass_fields__)}.")
+        s = cls(**sec)
+        if s.method not in METHODS:
+            raise ConfigError(f"`export.method` must be one of {', '.join(METHODS)}, but got {s.method!r}.")
+        if not (isinstance(s.minority_size, int) and not isinstance(s.minority_size, bool) and s.minority_size >= 2):
+            raise ConfigError(f"`export.minority_size` must be an integer >= 2, but got {s.minority_size!r}.")
+        if not isinstance(s.use_best, bool):
+            raise ConfigError(f"`export.use_best` must be true or false, but got {s.use_best!r}.")
+        if not (isinstance(s.registered_model_prefix, str) and s.registered_model_prefix.strip()):
+            raise ConfigError(f"`export.registered_model_prefix` must be a non-empty name, but got {s.registered_model_prefix!r}.")
+        if s.encoder_graph not in ENCODER_GRAPHS:
+            raise ConfigError(f"`export.encoder_graph` must be one of {', '.join(ENCODER_GRAPHS)}, but got {s.encoder_graph!r}.")
+        for key in ("intra_op_threads", "parity_texts"):
+            v = getattr(s, key)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise ConfigError(f"`export.{key}` must be an integer >= 0, but got {v!r}.")
+        return s
+
+
+@dataclass(frozen=True)
+class Choice:
+    method: str
+    minority_size: int
+    overrides: dict[str, Any]
+    source: str  # "best.json: <path>" or "params.yaml export section"
+
+
+def choose(params: Mapping[str, Any], dataset: str, best_path: Path | None) -> tuple[dict[str, Any], Choice]:
+    """The configuration to export and the params with its overrides applied (validated)."""
+    settings = ExportSettings.from_params(params)
+    if settings.use_best and best_path is not None and best_path.is_file():
+        try:
+            best = json.loads(best_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{str(best_path)!r} is not valid JSON: {e}") from e
+        if not isinstance(best, dict) or not {"method", "minority_size"} <= set(best):
+            raise ConfigError(f"{str(best_path)!r} must be an object with `method`, `minority_size` and optional `overrides`, but got {best!r}.")
+        if best.get("dataset", dataset) != dataset:
+            raise ConfigError(f"{str(best_path)!r} is for dataset {best['dataset']!r}, not {dataset!r}.")
+        overrides = best.get("overrides") or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"`overrides` in {str(best_path)!r} must map dotted params to values, but got {overrides!r}.")
+        choice = Choice(str(best["method"]), best["minority_size"], dict(overrides), f"best.json: {best_path}")
+    else:
+        choice = Choice(settings.method, settings.minority_size, {}, "params.yaml export section")
+    if choice.method not in METHODS:
+        raise ConfigError(f"The method to export must be one of {', '.join(METHODS)}, but got {choice.method!r} ({choice.source}).")
+    if not (isinstance(choice.minority_size, int) and not isinstance(choice.minority_size, bool) and choice.minority_size >= 2):
+        raise ConfigError(f"The minority size to export must be an integer >= 2, but got {choice.minority_size!r} ({choice.source}).")
+    effective = apply_overrides(params, [f"{k}={json.dumps(v)}" for k, v in sorted(choice.overrides.items())])
+    validate(effective)
+    return effective, choice
+
+
+# ---------------------------------------------------------------------------------------------------- retraining
+
+
+@dataclass
+class Retrained:
+    model: MLP
+    epochs: int  # chosen on the held-out slice (pass a), then trained on the whole pool (pass b)
+    resample_info: ResampleInfo  # of the whole pool (pass b)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def retrain(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    params: Mapping[str, Any],
+    dataset: str,
+    method: str,
+    size: int,
+    n_classes: int,
+) -> Retrained:
+    """Train the exported MLP on the whole imbalanced pool (see the module docstring for the two passes)."""
+    seed = params["seed"]
+    imb = params["imbalance"]
+    pool = imbalanced_pool(y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
+    Xp, yp = X_train[pool], y_train[pool]
+    tr, va = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))[0]
+    config = TrainConfig.from_params(params["train"])
+    mlp_seed = derive_seed(seed, dataset, size, "export", "mlp")
+    try:
+        X_a, y_a, _ = resample(method, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, "export", method, "a"))
+        X_b, y_b, info = resample(method, Xp, yp, params["augment"], derive_seed(seed, dataset, size, "export", method))
+    except InfeasibleResampling as e:
+        raise ConfigError(f"The configuration to export ({method}, minority size {size}) cannot run: {e.reason}") from e
+    fit_a = fit_mlp(X_a, y_a, Xp[va], yp[va], n_classes=n_classes, config=config, seed=mlp_seed)
+    epochs = fit_a.best_epoch
+    # Pass b: a fixed number of epochs. fit_mlp keeps the epoch of lowest "validation" loss; with the training
+    # set itself as that set it keeps (up to noise in the last digits) the last epoch.
+    fit_b = fit_mlp(X_b, y_b, X_b, y_b, n_classes=n_classes, config=dataclasses.replace(config, max_epochs=epochs, patience=epochs), seed=mlp_seed)
+    best = fit_a.best_epoch - 1
+    metrics = {
+        "val_loss": fit_a.history["val_loss"][best],
+        "val_balanced_accuracy": fit_a.history["val_balanced_accuracy"][best],
+        "epochs": float(epochs),
+        "epochs_kept": float(fit_b.best_epoch),
+        "n_pool": float(len(pool)),
+        "n_trained": float(len(y_b)),
+    }
+    return Retrained(fit_b.model.cpu().eval(), epochs, info, metrics)
+
+
+# ------------------------------------------------------------------------------------------------------ ONNX
+
+
+class _Classifier(nn.Module):
+    """MLP + softmax + argmax, so the graph answers with a label and the class probabilities."""
+
+    def __init__(self, mlp: MLP) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        proba = torch.softmax(self.mlp(x), dim=1)  # (B, C)
+        return proba.argmax(dim=1), proba  # (B,) int64, (B, C)
+
+
+class _PooledEncoder(nn.Module):
+    """The transformer + attention-masked mean pooling + L2 normalisation (as embed.SentenceEncoder)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
+        return F.normalize(pooled, p=2, dim=1)
+
+
+def _torch_export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]]) -> None:
+    import warnings
+
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo, whose graph ORT does not fuse (see the docstring).
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            module, args, str(path), dynamo=False, input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True
+        )
+
+
+def _check(path: Path) -> None:
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or runtime.available_cpus()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def export_classifier(model: MLP, path: Path, X_check: np.ndarray) -> dict[str, Any]:
+    """Write ``classifier.onnx`` and check it against PyTorch on ``X_check`` (labels equal, probabilities 1e-4)."""
+    model = model.cpu().eval()
+    example = torch.as_tensor(np.asarray(X_check[:2], dtype=np.float32))
+    if example.shape[0] < 2:
+        raise ValueError(f"The classifier export needs at least 2 check rows, but got {len(X_check)}.")
+    _torch_export(
+        _Classifier(model), (example,), path, ["sentence_embedding"], ["label", "probabilities"],
+        {"sentence_embedding": {0: "batch"}, "label": {0: "batch"}, "probabilities": {0: "batch"}},
+    )  # fmt: skip
+    _check(path)
+    ref = predict_proba(model, X_check)
+    label, proba = _session(path, 1).run(["label", "probabilities"], {"sentence_embedding": np.asarray(X_check, dtype=np.float32)})
+    if label.dtype != np.int64 or proba.dtype != np.float32 or proba.shape != ref.shape:
+        raise ExportError(f"classifier.onnx answers label {label.dtype} and probabilities {proba.dtype}{proba.shape}; expected int64 and float32{ref.shape}.")
+    diff = float(np.abs(proba - ref).max())
+    agree = int(np.sum(label == ref.argmax(1)))
+    if agree != len(ref) or diff > PROBA_ATOL:
+        raise ExportError(f"classifier.onnx disagrees with PyTorch: {len(ref) - agree} of {len(ref)} labels differ, max |Δp| = {diff:.2e} (allowed {PROBA_ATOL}).")
+    return {"rows": len(ref), "labels_agree": agree, "max_abs_diff_probabilities": diff}
+
+
+def write_tokenizer(model_path: str, out: Path, max_length: int) -> int:
+    """The encoder's tokenizer.json with padding off and truncation at ``max_length``; returns the pad id."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+    tok.no_padding()  # the shipped file pads to 128: the runtime pads per batch instead
+    tok.enable_truncation(max_length=max_length)
+    tok.save(str(out), pretty=True)
+    pad = tok.token_to_id("[PAD]")
+    return 0 if pad is None else int(pad)
+
+
+def _timings(path: Path, feeds_single: list[dict[str, np.ndarray]], feeds_batch: list[dict[str, np.ndarray]], threads: int) -> dict[str, float]:
+    """p50 of one short text (1 thread) and texts/s in batches (``threads``) for one encoder graph."""
+    s1 = _session(path, 1)
+    for f in feeds_single[:5]:
+        s1.run(None, f)
+    lat = []
+    for f in feeds_single:
+        t0 = time.perf_counter()
+        s1.run(None, f)
+        lat.append(time.perf_counter() - t0)
+    sb = _session(path, threads)
+    sb.run(None, feeds_batch[0])
+    t0 = time.perf_counter()
+    n = sum(sb.run(None, f)[0].shape[0] for f in feeds_batch)
+    return {"single_p50_ms": float(np.median(lat) * 1e3), "batch_texts_per_s": n / (time.perf_counter() - t0)}
+
+
+def export_encoder(
+    model_name: str,
+    out_dir: Path,
+    *,
+    max_length: int,
+    check_texts: Sequence[str],
+    graph: str = "auto",
+    threads: int = 0,
+) -> dict[str, Any]:
+    """Write ``encoder.onnx`` and ``tokenizer.json`` to ``out_dir``, checked against embed.SentenceEncoder.
+
+    Both the plain traced graph and ONNX Runtime's fused one are checked on ``check_texts``; ``graph`` picks one
+    (``auto``: the fused graph unless the plain one is faster by more than 10%). Returns what export.json records.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    from embalance.embed import SentenceEncoder, resolve_model
+
+    if graph not in ENCODER_GRAPHS:
+        raise ConfigError(f"`graph` must be one of {', '.join(ENCODER_GRAPHS)}, but got {graph!r}.")
+    if len(check_texts) < 2:
+        raise ValueError(f"The encoder check needs at least 2 real texts, but got {len(check_texts)}.")
+    path = resolve_model(model_name)
+    reference = SentenceEncoder(model_name, max_length=max_length, device="cpu")
+    ref = reference.encode(list(check_texts), batch_size=64, progress=False)
+    cfg = reference.model.config
+    pad_id = write_tokenizer(path, out_dir / runtime.TOKENIZER_FILE, max_length)
+    del reference
+
+    # A fresh eager-attention copy for tracing: its matmul/softmax attention is the pattern ORT's optimiser fuses.
+    model = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    examples = ["A gorgeous, witty, seductive movie.", "bad"]  # a batch of 2 of different lengths: padding is traced
+    enc = Tokenizer.from_file(str(out_dir / runtime.TOKENIZER_FILE))
+    ids = [e.ids for e in enc.encode_batch(examples)]
+    width = max(map(len, ids))
+    input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
+    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "sentence_embedding": {0: "batch"}}
+    with tempfile.TemporaryDirectory(prefix="embalance-export-") as tmp:
+        plain, fused = Path(tmp) / "plain.onnx", Path(tmp) / "fused.onnx"
+        _torch_export(_PooledEncoder(model), (input_ids, mask), plain, ["input_ids", "attention_mask"], ["sentence_embedding"], axes)
+        del model
+        _check(plain)
+        optimized = optimize_model(str(plain), model_type="bert", num_heads=int(cfg.num_attention_heads), hidden_size=int(cfg.hidden_size), opt_level=0)
+        optimized.save_model_to_file(str(fused))
+        _check(fused)
+        fusions = {k: int(v) for k, v in sorted(optimized.get_fused_operator_statistics().items()) if v}
+
+        report: dict[str, Any] = {"fusions": fusions, "graphs": {}}
+        tokenized = [e.ids for e in enc.encode_batch(list(check_texts))]
+        for name, p in (("plain", plain), ("fused", fused)):
+            shutil.copyfile(p, out_dir / runtime.ENCODER_FILE)  # the runtime reads the folder
+            emb = _runtime_embeddings(out_dir, tokenized, pad_id)
+            cos = np.sum(emb * ref, axis=1)
+            report["graphs"][name] = {"min_cosine": float(cos.min()), "max_abs_diff": float(np.abs(emb - ref).max()), "md5": file_md5(p)}
+        order = np.argsort([len(x) for x in tokenized], kind="stable")
+        short = [_feed([tokenized[i]], pad_id) for i in order[: min(50, len(order))]]
+        batches = [_feed([tokenized[i] for i in order[s : s + 64]], pad_id) for s in range(0, min(len(order), 512), 64)]
+        for _ in range(2):  # alternate, so that a burst of load on the machine hits both
+            for name, p in (("plain", plain), ("fused", fused)):
+                t = _timings(p, short, batches, threads)
+                g = report["graphs"][name]
+                g["single_p50_ms"] = min(g.get("single_p50_ms", np.inf), t["single_p50_ms"])
+                g["batch_texts_per_s"] = max(g.get("batch_texts_per_s", 0.0), t["batch_texts_per_s"])
+        ok = {n: g["min_cosine"] >= MIN_COSINE for n, g in report["graphs"].items()}
+        if not any(ok.values()):
+            raise ExportError(f"Neither encoder graph matches PyTorch: min cosine {report['graphs']['plain']['min_cosine']:.6f} (plain), {report['graphs']['fused']['min_cosine']:.6f} (fused); required {MIN_COSINE}.")
+        if graph != "auto":
+            if not ok[graph]:
+                raise ExportError(f"The {graph} encoder graph does not match PyTorch: min cosine {report['graphs'][graph]['min_cosine']:.6f} < {MIN_COSINE}.")
+            chosen, why = graph, f"export.encoder_graph={graph}"
+        elif not ok["fused"]:
+            chosen, why = "plain", "the fused graph is outside tolerance"
+        elif not ok["plain"]:
+            chosen, why = "fused", "the plain graph is outside tolerance"
+        else:
+            pf, pp = report["graphs"]["fused"]["single_p50_ms"], report["graphs"]["plain"]["single_p50_ms"]
+            chosen = "plain" if pp * PLAIN_MARGIN < pf else "fused"
+            why = f"single-text p50 {pf:.2f} ms fused vs {pp:.2f} ms plain (fused kept unless plain is >{PLAIN_MARGIN - 1:.0%} faster)"
+        shutil.copyfile(fused if chosen == "fused" else plain, out_dir / runtime.ENCODER_FILE)
+    report.update(
+        chosen=chosen, reason=why, rows_checked=len(check_texts), max_length=max_length, pad_id=pad_id, dim=int(cfg.hidden_size), opset=OPSET,
+        session_graph_optimization_level="ORT_ENABLE_ALL",
+    )  # fmt: skip
+    return report
+
+
+def _feed(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
+    width = max(map(len, rows))
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _runtime_embeddings(folder: Path, tokenized: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """Embeddings from encoder.onnx in ``folder``, batched by length as the deployed runtime batches them."""
+    s = _session(folder / runtime.ENCODER_FILE, 0)
+    order = np.argsort([-len(x) for x in tokenized], kind="stable")
+    out = np.empty((len(tokenized), 0), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        emb = s.run(["sentence_embedding"], _feed([tokenized[i] for i in rows], pad_id))[0]
+        if out.shape[1] == 0:
+            out = np.empty((len(tokenized), emb.shape[1]), dtype=np.float32)
+        out[rows] = emb
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- MLflow
+
+
+def model_name(prefix: str, dataset: str) -> str:
+    return f"{prefix}-{dataset}"
+
+
+def pip_requirements() -> list[str]:
+    """What the served model imports: mlflow (the pyfunc), pandas, numpy, tokenizers, onnxruntime. No torch."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "tokenizers", "onnxruntime")]
+
+
+def _runtime_code(tmp: Path) -> Path:
+    """A copy of the runtime module as the package ``embalance`` with nothing else in it (shipped as code_paths)."""
+    pkg = tmp / "embalance"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('"""The serving runtime of embalance (embalance.predict only)."""\n')
+    shutil.copyfile(runtime.__file__, pkg / "predict.py")
+    return pkg
+
+
+def log_and_register(
+    model_dir: Path,
+    *,
+    dataset: str,
+    prefix: str,
+    run_params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    tags: Mapping[str, str] | None = None,
+    alias: str = CHAMPION,
+) -> Any:
+    """Log ``model_dir`` as one pyfunc model in a run ``export <dataset>``, register it and move ``alias`` to it.
+
+    The tracking URI and experiment must be set already (tracking.setup). Returns the new ModelVersion.
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.tracking import MlflowClient
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array
+
+    from embalance import tracking
+
+    clf = runtime.OnnxTextClassifier(model_dir)
+    example = pd.DataFrame({runtime.TEXT_COLUMN: ["A gorgeous, witty, seductive movie.", "The plot is thin and the acting is wooden."]})
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", runtime.TEXT_COLUMN)]),
+        outputs=Schema([ColSpec("long", "label"), ColSpec("string", "class_name"), ColSpec(Array("double"), "probabilities")]),
+    )
+    name = model_name(prefix, dataset)
+    with tempfile.TemporaryDirectory(prefix="embalance-code-") as tmp, tracking.parent_run(f"export {dataset}", tags={**(tags or {}), "embalance.run_type": "export"}) as run:
+        if run_params:
+            mlflow.log_params({k: str(v) for k, v in run_params.items()})
+        if metrics:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.log_dict(json.loads((model_dir / runtime.EXPORT_FILE).read_text()), "export.json")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=runtime.EmbalanceTextModel(),
+            artifacts={f: str(model_dir / f) for f in runtime.ARTIFACT_FILES},
+            code_paths=[str(_runtime_code(Path(tmp)))],
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            registered_model_name=name,
+            metadata={"class_names": clf.class_names, "dataset": dataset},
+        )
+        version = str(info.registered_model_version)
+        client = MlflowClient()
+        client.set_registered_model_alias(name, alias, version)
+        client.set_model_version_tag(name, version, "embalance.run_id", run.info.run_id)
+        return client.get_model_version(name, version)
+
+
+# ------------------------------------------------------------------------------------------------------ stage
+
+
+def run(
+    params: Mapping[str, Any],
+    dataset: str,
+    *,
+    embeddings_dir: Path | None = None,
+    prepared_dir: Path | None = None,
+    results_dir: Path | None = None,
+    out_dir: Path | None = None,
+    register: bool = True,
+) -> dict[str, Any]:
+    """The whole stage; returns what it wrote to ``<out_dir>/export.json``."""
+    import pandas as pd
+
+    from embalance import sweep, tracking
+
+    settings = ExportSettings.from_params(params)
+    out_dir = ensure_writable_dir(out_dir or Path("models") / dataset)
+    prepared_dir = prepared_dir or Path("data/prepared") / dataset
+    results_dir = results_dir or Path("results") / dataset
+    effective, choice = choose(params, dataset, results_dir / "best.json")
+    emb = sweep.load_embeddings(dataset, embeddings_dir, prepared_dir)
+    texts = pd.read_parquet(prepared_dir / "test.parquet")["text"].tolist()
+    seed_everything(effective["seed"])
+
+    t0 = time.perf_counter()
+    fit = retrain(emb.X_train, emb.y_train, params=effective, dataset=dataset, method=choice.method, size=choice.minority_size, n_classes=emb.n_classes)
+    test = sweep.test_metrics(predict_proba(fit.model, emb.X_test), emb.y_test, emb.n_classes)
+    classifier = export_classifier(fit.model, out_dir / runtime.CLASSIFIER_FILE, emb.X_test)
+    torch.save(fit.model.checkpoint(), out_dir / CHECKPOINT_FILE)  # the PyTorch reference (benchmarks/serve.py)
+    check = texts[: settings.parity_texts] if settings.parity_texts else texts
+    encoder = export_encoder(
+        effective["embed"]["model"], out_dir, max_length=effective["embed"]["max_length"], check_texts=check,
+        graph=settings.encoder_graph,
+    )  # fmt: skip
+    record: dict[str, Any] = {
+        "dataset": dataset,
+        "configuration": {"method": choice.method, "minority_size": choice.minority_size, "overrides": choice.overrides, "source": choice.source},
+        "training": {**fit.metrics, "n_real": fit.resample_info.n_real, "n_synthetic": fit.resample_info.n_synthetic},
+        "test": test,
+        "classifier": classifier,
+        "encoder": encoder,
+        "runtime": {
+            "max_length": encoder["max_length"],
+            "pad_id": encoder["pad_id"],
+            "class_names": list(emb.class_names),
+            "intra_op_threads": settings.intra_op_threads,
+            "encoder_graph": encoder["chosen"],
+        },
+        "files": {f: file_md5(out_dir / f) for f in (runtime.ENCODER_FILE, runtime.CLASSIFIER_FILE, runtime.TOKENIZER_FILE)},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(out_dir / runtime.EXPORT_FILE, record)
+    # The end-to-end runtime (tokenizers + both graphs) must give the PyTorch model's labels on the test texts.
+    if len(texts) == len(emb.y_test):
+        onnx_labels, _ = runtime.OnnxTextClassifier(out_dir).predict(check)
+        torch_labels = predict_proba(fit.model, emb.X_test[: len(check)]).argmax(1)
+        record["end_to_end_label_agreement"] = float(np.mean(onnx_labels == torch_labels))
+        write_json(out_dir / runtime.EXPORT_FILE, record)
+    print(
+        f"export {dataset}: {choice.method} n={choice.minority_size} ({choice.source}); test balanced accuracy {test['test_balanced_accuracy']:.4f}; "
+        f"encoder {encoder['chosen']} (min cosine {encoder['graphs'][encoder['chosen']]['min_cosine']:.6f}); -> {out_dir}"
+    )
+    if register:
+        tracking.setup(effective)
+        emb_tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset}
+        flat = {"method": choice.method, "minority_size": choice.minority_size, "source": choice.source, "encoder_graph": encoder["chosen"],
+                "seed": effective["seed"], **{f"override.{k}": v for k, v in choice.overrides.items()}}  # fmt: skip
+        metrics = {**{k: v for k, v in test.items() if np.isfinite(v)}, **fit.metrics, "encoder_min_cosine": encoder["graphs"][encoder["chosen"]]["min_cosine"],
+                   "classifier_max_abs_diff": classifier["max_abs_diff_probabilities"]}  # fmt: skip
+        mv = log_and_register(out_dir, dataset=dataset, prefix=settings.registered_model_prefix, run_params=flat, metrics=metrics, tags=emb_tags)
+        record["registered"] = {"name": mv.name, "version": str(mv.version), "alias": CHAMPION, "run_id": mv.run_id}
+        print(f"export {dataset}: registered {mv.name} version {mv.version} (alias {CHAMPION})")
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from embalance.config import load_params
+
+    ap = argparse.ArgumentParser(prog="embalance export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-register", action="store_true", help="write models/<dataset>/ only; log and register nothing")
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(args.params, args.overrides)
+        run(params, args.dataset, register=not args.no_register)
+    except EmbalanceError as e:
+        print(f"embalance export: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

