@@ -12,6 +12,7 @@ minority size, see ``OVERLAP``; the ``danger`` column reports how many samples w
 
     python benchmarks/oversample.py            # full grid: n_maj {5k,25k,60k} x n_min {8,64,512} x d {384,768}
     python benchmarks/oversample.py --quick    # a small grid, seconds
+    python benchmarks/oversample.py --n-majority 60000 --dims 768   # the cells of the 5x target
 """
 
 from __future__ import annotations
@@ -104,12 +105,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="embalance's device")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-majority", type=int, nargs="+", help="only these majority sizes (default: the full grid)")
+    parser.add_argument("--n-minority", type=int, nargs="+", help="only these minority sizes")
+    parser.add_argument("--dims", type=int, nargs="+", help="only these dimensions")
     args = parser.parse_args()
 
     if args.quick:
         grid_maj, grid_min, grid_dim = [2_000, 5_000], [8, 64], [384]
     else:
         grid_maj, grid_min, grid_dim = [5_000, 25_000, 60_000], [8, 64, 512], [384, 768]
+    grid_maj, grid_min, grid_dim = args.n_majority or grid_maj, args.n_minority or grid_min, args.dims or grid_dim
 
     # warm-up: thread pools, allocator, imports
     X, y = make_data(500, 16, 32, args.seed)
