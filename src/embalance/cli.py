@@ -5,6 +5,7 @@
     embalance sweep    --dataset sst2          # DVC stage `sweep`
     embalance tune     --dataset sst2          # DVC stage `tune`: Optuna studies, best.json
     embalance export   --dataset sst2          # DVC stage `export`: ONNX encoder + classifier, registered in MLflow
+    embalance report                           # DVC stage `report`: tables, paired tests, figures -> reports/
     embalance predict  --model models/sst2 --input texts.csv   # label texts with an exported or registered model
     embalance pipeline                         # prepare -> embed -> sweep for every dataset, one MLflow parent run
     embalance cell --dataset sst2 --method smote --size 64   # one cell, tracked, no result files
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from embalance.errors import ConfigError, EmbalanceError
 
-STAGES = ("prepare", "embed", "sweep", "tune", "export", "predict", "pipeline", "cell")
+STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "pipeline", "cell")
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="retrain the chosen configuration, export ONNX, log and register the model")
     p.add_argument("--dataset", required=True)
     p.add_argument("--no-register", action="store_true", help="write models/<dataset>/ only; log and register nothing")
+    _common(p)
+    p = sub.add_parser("report", help="results tables, paired tests and figures of every dataset -> reports/")
+    p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
     _common(p)
     p = sub.add_parser("predict", help="label texts with an exported folder or a registered model")
     p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or models:/embalance-sst2@champion")
@@ -140,6 +144,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from embalance import export
 
         export.run(params, args.dataset, register=not args.no_register)
+    elif args.command == "report":
+        from embalance import report
+
+        report.run(params, [d.strip() for d in args.datasets.split(",") if d.strip()] or params["data"]["datasets"])
     elif args.command == "predict":
         import mlflow
         from mlflow.exceptions import MlflowException
