@@ -74,3 +74,56 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny_mirror: Path, base_
     prepare.run(p, "tiny", out_dir=root / "data" / "prepared" / "tiny")
     embed.run(p, "tiny", prepared_dir=root / "data" / "prepared" / "tiny", out_dir=root / "data" / "embeddings" / "tiny")
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """A private PostgreSQL server on 127.0.0.1 (the image's PostgreSQL binaries, run as the `postgres` user).
+
+    Yields a function that creates a fresh database and returns its SQLAlchemy URL. Skips with a reason when no
+    PostgreSQL can be started here, and fails instead when CI is set (the tests must run in CI).
+    """
+    import glob
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import uuid
+
+    def unavailable(reason: str) -> None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is needed in CI but {reason}")
+        pytest.skip(f"no PostgreSQL server: {reason}")
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        unavailable("no initdb under /usr/lib/postgresql (apt-get install postgresql)")
+    bindir = Path(bins[-1]).parent
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        unavailable("there is no `postgres` user to run the server as")
+    run_as = [] if os.geteuid() == user.pw_uid else ["runuser", "-u", "postgres", "--"]
+    if os.geteuid() not in (0, user.pw_uid):
+        unavailable("the tests run neither as root nor as `postgres`")
+    data = Path(f"/tmp/embalance-pg-{uuid.uuid4().hex[:8]}")
+    data.mkdir(mode=0o700)
+    shutil.chown(data, user.pw_uid, user.pw_gid)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "-o",
+                    f"-h 127.0.0.1 -p {port} -k {data} -c max_connections=200", "start"], check=True, capture_output=True)
+
+    def new_database() -> str:
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        subprocess.run([*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name], check=True, capture_output=True)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
+
+    try:
+        yield new_database
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)

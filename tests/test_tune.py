@@ -237,3 +237,16 @@ def test_grid_checks_table(project: tuple[Path, dict]) -> None:
     assert configs == [("random", None), ("smote", 3), ("smote", 5), ("smote", 7)]
     table = (root / "results" / "tiny" / "tune" / "grid_n32.md").read_text()
     assert "| smote | 7 |" in table and "| random |  |" in table
+
+
+def test_two_workers_on_postgresql(project: tuple[Path, dict], postgres_server) -> None:
+    """The same, against a real PostgreSQL storage (the advisory lock path)."""
+    root, p = project
+    p["tune"].update(n_trials=6, storage=postgres_server())
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    proc = _cli(root, "--n-jobs", "2")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    trials = _study(p).trials
+    assert len(trials) == 6 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in _trial_runs(p)) == list(range(6))
