@@ -198,7 +198,8 @@ def test_pruning_saves_work_on_hopeless_configurations(project: tuple[Path, dict
     [
         ({"space": {}}, r"`tune.space` must map parameter keys .* may not be empty"),
         ({"space": {"augment.k_neighbors": {"type": "int", "low": 30, "high": 40, "methods": ["smote"]}}}, r"low=30 is not below the 26 minority samples .* size 32"),
-        ({"space": {"augment.vae.latent_dim": {"type": "int", "low": 0, "high": 8}}}, r"is not a parameter in params.yaml"),
+        ({"space": {"augment.vae.latent_dim": {"type": "int", "low": 0, "high": 8, "methods": ["vae"]}}}, r"must hold values > 0, but got \[0, 8\]"),
+        ({"space": {"augment.vae.width": {"type": "int", "low": 1, "high": 8}}}, r"'augment.vae.width' is not a parameter in params.yaml"),
         ({"space": {"augment.k_neighbors": {"type": "int", "low": 0, "high": 8}}}, r"must hold values > 0, but got \[0, 8\]"),
         ({"methods": ["smote", "magic"]}, r"Unknown method 'magic' in `tune.methods`; known methods: none, random"),
         ({"storage": "postgresql://nobody@127.0.0.1:1/nodb"}, r"Cannot open the Optuna storage 'postgresql://nobody@127.0.0.1:1/nodb'"),
@@ -220,17 +221,23 @@ def _trial_runs_or_none(p: dict) -> list:
     return [] if exp is None else _trial_runs(p)
 
 
-def test_vae_latent_size_must_be_positive(project: tuple[Path, dict]) -> None:
-    _, p = project
-    p["tune"]["space"] = {"augment.vae": {"type": "categorical", "choices": [{"latent_dim": 0}]}}
-    p["tune"]["methods"] = ["vae"]
-    with pytest.raises(ConfigError):
+def test_vae_latent_size_is_tunable_and_must_be_positive(project: tuple[Path, dict]) -> None:
+    root, p = project
+    p["augment"]["vae"].update(epochs=5)
+    p["tune"].update(methods=["vae"], n_trials=2, space={"augment.vae.latent_dim": {"type": "categorical", "choices": [4, 8], "methods": ["vae"]}})
+    tune.run(p, "tiny")
+    assert {t.params["augment.vae.latent_dim"] for t in _study(p).trials} <= {4, 8}
+    p["tune"].update(storage=f"sqlite:///{root}/bad.db", space={"augment.vae.latent_dim": {"type": "int", "low": 0, "high": 8, "methods": ["vae"]}})
+    with pytest.raises(ConfigError, match=r"`tune.space.augment.vae.latent_dim` must hold values > 0, but got \[0, 8\]"):
         tune.run(p, "tiny")
+    assert not (root / "bad.db").exists() or not optuna.get_all_study_names(p["tune"]["storage"])  # no study, no trial
 
 
 def test_grid_checks_table(project: tuple[Path, dict]) -> None:
     root, p = project
     p["tune"].update(sampler="grid", methods=["random", "smote"], grid={"augment.k_neighbors": [3, 5, 7]})
+    p["tune"]["space"]["augment.vae.latent_dim"] = {"type": "categorical", "choices": [32, 64, 128], "methods": ["vae"]}
+    p["tune"]["grid"]["augment.vae.latent_dim"] = [32, 64, 128]  # applies to no method in tune.methods here
     tune.run(p, "tiny")
     trials = optuna.load_study(study_name="tiny-n32-grid", storage=p["tune"]["storage"]).trials
     configs = sorted((t.params["method"], t.params.get("augment.k_neighbors")) for t in trials)

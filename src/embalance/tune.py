@@ -90,9 +90,8 @@ def parse_space(tune: Mapping[str, Any], params: Mapping[str, Any], size: int) -
         raise ConfigError(f"`tune.space` must map parameter keys to distributions and may not be empty, but got {space!r}.")
     dims: list[Dimension] = []
     for key, spec in space.items():
-        section, _, name = key.partition(".")
-        if section not in params or not isinstance(params[section], dict) or name not in params[section]:
-            raise ConfigError(f"`tune.space` key {key!r} is not a parameter in params.yaml (use section.key, e.g. augment.k_neighbors).")
+        if not _is_param(params, key):
+            raise ConfigError(f"`tune.space` key {key!r} is not a parameter in params.yaml (use dotted keys, e.g. augment.k_neighbors or augment.vae.latent_dim).")
         kind = spec.get("type")
         if kind not in KINDS:
             raise ConfigError(f"`tune.space.{key}.type` must be one of {', '.join(KINDS)}, but got {kind!r}.")
@@ -114,6 +113,16 @@ def parse_space(tune: Mapping[str, Any], params: Mapping[str, Any], size: int) -
             dim = Dimension(key, kind, low=low, high=high, log=bool(spec.get("log")), methods=methods)
         dims.append(_bound_by_data(dim, size, params["cv"]["n_folds"]))
     return dims
+
+
+def _is_param(params: Mapping[str, Any], key: str) -> bool:
+    """Whether a dotted key names a leaf value of params.yaml (e.g. ``augment.vae.latent_dim``)."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, dict)
 
 
 def _bound_by_data(dim: Dimension, size: int, n_folds: int) -> Dimension:
