@@ -23,11 +23,9 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -563,25 +561,3 @@ def run(
         record["registered"] = {"name": mv.name, "version": str(mv.version), "alias": CHAMPION, "run_id": mv.run_id}
         print(f"export {dataset}: registered {mv.name} version {mv.version} (alias {CHAMPION})")
     return record
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from embalance.config import load_params
-
-    ap = argparse.ArgumentParser(prog="embalance export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--no-register", action="store_true", help="write models/<dataset>/ only; log and register nothing")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params, args.overrides)
-        run(params, args.dataset, register=not args.no_register)
-    except EmbalanceError as e:
-        print(f"embalance export: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,11 +35,9 @@ Statistics, precisely:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,11 +350,16 @@ def plot_metric_vs_size(summary: pd.DataFrame, metric: str, dataset: str, path: 
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_ylabel(f"{METRICS[metric]} (fraction)")
     ax.set_title(f"{dataset}: {METRICS[metric]} vs minority size\n(mean over CV folds, band: 95% t-interval; dotted: chance for 2 classes)", fontsize=10)
+    _finish(fig, ax, path)
+
+
+def _finish(fig: Any, ax: Any, path: Path) -> None:
+    """The common end of a line figure: grid, the method legend outside the axes, tight layout, save, close."""
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="method", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
+    _plt().close(fig)
 
 
 def plot_gain(comparisons: pd.DataFrame, metric: str, baseline: str, dataset: str, path: Path, alpha: float) -> None:
@@ -380,11 +383,7 @@ def plot_gain(comparisons: pd.DataFrame, metric: str, baseline: str, dataset: st
         _size_axis(ax, sorted(df["minority_size"].unique().tolist()))
     ax.set_ylabel(f"{METRICS[metric]}: method − {baseline}\n(percentage points, mean over paired folds)")
     ax.set_title(f"{dataset}: gain over `{baseline}` per minority size\n(band: 95% t-interval of the paired differences)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="method", title_fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path)
 
 
 GROUP_STYLE = {
@@ -422,11 +421,7 @@ def plot_separability(sep: pd.DataFrame, dataset: str, path: Path) -> None:
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("ROC AUC, real vs synthetic minority\n(cross-validated logistic regression)")
     ax.set_title(f"{dataset}: how well a linear model tells synthetic from real minority samples\n(synthetic: made from fold {PROJECTION_FOLD}'s training part; real: held-out minority rows; 1.0: fully separable)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="method", title_fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path)
 
 
 # ============================================================================================== markdown
@@ -877,26 +872,3 @@ def run(
         mlflow.log_artifacts(str(out_dir), artifact_path="reports")
     print(f"report: {len(datasets)} dataset(s) -> {out_dir / 'README.md'}")
     return out_dir
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m embalance.report [--params params.yaml] [--set k=v] [--datasets a,b]` (the CLI's `report` sub-command)."""
-    from embalance.config import load_params
-
-    ap = argparse.ArgumentParser(prog="embalance report", description="Tables, paired tests and figures of every dataset -> reports/")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params, args.overrides)
-        datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] or list(params["data"]["datasets"])
-        run(params, datasets)
-    except ConfigError as e:
-        print(f"embalance report: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
