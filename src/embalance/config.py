@@ -10,6 +10,7 @@ import copy
 import os
 import random
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,60 @@ import yaml
 
 from embalance.errors import ConfigError
 
-METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", "vae")
+METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", "vae")  # the paper's
+BASELINES: tuple[str, ...] = ("undersample", "weighted", "logit_adjusted")  # rebalancing without synthetic samples
+BASE_METHODS: tuple[str, ...] = METHODS + BASELINES
+OPTIONS: tuple[str, ...] = ("mixup", "refit")  # SYNAuG-style training options: `<base>+mixup`, `<base>+refit`, both
+SYNTHETIC_METHODS: tuple[str, ...] = ("smote", "borderline", "adasyn", "vae")
 BACKENDS: tuple[str, ...] = ("embalance", "imblearn")
-IMBLEARN_METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn")
+IMBLEARN_METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", *BASELINES)  # bases with no embalance sampler
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 ENGINES: tuple[str, ...] = ("batched", "sequential")
 BORDERLINE_KINDS: tuple[str, ...] = ("borderline-1", "borderline-2")
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method name parsed: ``smote+mixup+refit`` -> base ``smote``, mixup on, last-layer refit on."""
+
+    base: str
+    mixup: bool = False
+    refit: bool = False
+
+    @property
+    def name(self) -> str:
+        """The canonical name: the base, then the options in the order of OPTIONS."""
+        return "+".join([self.base, *(o for o in OPTIONS if getattr(self, o))])
+
+    @property
+    def loss(self) -> str:
+        """The training loss: class-weighted or logit-adjusted cross-entropy for those baselines, else plain."""
+        return self.base if self.base in ("weighted", "logit_adjusted") else "ce"
+
+    @property
+    def sampler(self) -> str:
+        """What resamples the training part: an oversampler, ``undersample``, or ``none`` (the loss baselines)."""
+        return "none" if self.base in ("weighted", "logit_adjusted") else self.base
+
+
+def parse_method(name: Any) -> MethodSpec:
+    """Parse ``<base>[+mixup][+refit]``; raises ConfigError naming the bad part and what is allowed."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"A method must be a name like `smote` or `smote+mixup+refit`, but got {name!r}.")
+    base, *opts = name.split("+")
+    if base not in BASE_METHODS:
+        raise ConfigError(f"Unknown method {base!r} in {name!r}; known methods: {', '.join(BASE_METHODS)} (options: +{', +'.join(OPTIONS)}).")
+    for o in opts:
+        if o not in OPTIONS:
+            raise ConfigError(f"Unknown option {o!r} in method {name!r}; options: {', '.join(OPTIONS)} (e.g. smote+mixup+refit).")
+    if len(set(opts)) != len(opts):
+        raise ConfigError(f"Method {name!r} repeats an option.")
+    spec = MethodSpec(base, mixup="mixup" in opts, refit="refit" in opts)
+    if spec.name != name:
+        raise ConfigError(f"Write method {name!r} as {spec.name!r} (options in the order {'+'.join(OPTIONS)}), so that each method has one name.")
+    return spec
 
 
 def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -152,13 +199,12 @@ def validate(params: Mapping[str, Any]) -> None:
     aug = params["augment"]
     methods = aug.get("methods")
     _require(isinstance(methods, list) and len(methods) > 0, f"`augment.methods` must be a non-empty list, but got {methods!r}.")
-    for m in methods:
-        _require(m in METHODS, f"Unknown method {m!r} in `augment.methods`; known methods: {', '.join(METHODS)}.")
+    specs = [parse_method(m) for m in methods]
     _require(len(set(methods)) == len(methods), f"`augment.methods` lists a method twice: {methods!r}.")
     _require(aug.get("backend") in BACKENDS, f"`augment.backend` must be one of {', '.join(BACKENDS)}, but got {aug.get('backend')!r}.")
     if aug["backend"] == "imblearn":
-        for m in methods:
-            _require(m in IMBLEARN_METHODS, f"Method {m!r} has no imbalanced-learn implementation; use `augment.backend: embalance` or drop it (imblearn has: {', '.join(IMBLEARN_METHODS)}).")
+        for m, spec in zip(methods, specs, strict=True):
+            _require(spec.base in IMBLEARN_METHODS, f"Method {m!r} has no imbalanced-learn implementation; use `augment.backend: embalance` or drop it (imblearn has: {', '.join(IMBLEARN_METHODS)}).")
     _require(aug.get("on_small_class") in ("clip", "raise"), f"`augment.on_small_class` must be clip or raise, but got {aug.get('on_small_class')!r}.")
     _check_device("augment", aug.get("device"))
     vae = aug.get("vae")
@@ -174,10 +220,19 @@ def validate(params: Mapping[str, Any]) -> None:
         aug.get("borderline_kind") in BORDERLINE_KINDS,
         f"`augment.borderline_kind` must be one of {', '.join(BORDERLINE_KINDS)}, but got {aug.get('borderline_kind')!r}.",
     )
+    for sub in ("logit_adjusted", "mixup", "refit"):
+        _require(isinstance(aug.get(sub), dict), f"`augment.{sub}` must be a mapping of its settings.")
+    _positive_number("augment.logit_adjusted", "tau", aug["logit_adjusted"].get("tau"), allow_zero=True)
+    _positive_number("augment.mixup", "alpha", aug["mixup"].get("alpha"))
+    _positive_number("augment.refit", "epochs", aug["refit"].get("epochs"), integer=True)
+    _positive_number("augment.refit", "lr", aug["refit"].get("lr"))
+    _require(isinstance(aug["refit"].get("reinit"), bool), f"`augment.refit.reinit` must be true or false, but got {aug['refit'].get('reinit')!r}.")
 
     tr = params["train"]
-    for key in ("hidden_dim", "batch_size", "max_epochs", "patience"):
+    for key in ("hidden_dim", "batch_size", "max_epochs", "patience", "fixed_epochs"):
         _positive_number("train", key, tr.get(key), integer=True)
+    for key in ("early_stopping", "both_readings"):
+        _require(isinstance(tr.get(key), bool), f"`train.{key}` must be true or false, but got {tr.get(key)!r}.")
     _positive_number("train", "lr", tr.get("lr"))
     _positive_number("train", "weight_decay", tr.get("weight_decay"), allow_zero=True)
     _check_device("train", tr.get("device"))
