@@ -54,7 +54,7 @@ def tiny_params(base_params: dict, tiny_mirror: Path, tmp_path: Path) -> dict:
     p["data"].update(datasets=["tiny"], mirror=str(tiny_mirror), max_train_per_class=None, class_names={"tiny": ["negative", "positive"]})
     p["imbalance"].update(sizes=[8, 32])
     p["cv"]["n_folds"] = 2
-    p["train"].update(max_epochs=4, patience=2)
+    p["train"].update(max_epochs=4, patience=2, fixed_epochs=3)
     p["augment"]["on_small_class"] = "raise"  # so that SMOTE at n=8 (4 per training part <= k=5) is a recorded failure
     p["augment"]["vae"].update(epochs=10)
     p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"

@@ -11,13 +11,13 @@ import torch
 
 from embalance.batched import fit_mlp_batched
 from embalance.errors import ConfigError
-from embalance.train import FitResult, TrainConfig, fit_mlp
+from embalance.train import FitResult, FoldOptions, TrainConfig, fit_mlp
 
 N_CLASSES = 3
 SIZES = [(150, 40), (97, 33), (64, 20), (130, 41), (63, 25), (200, 50)]  # (train, val) rows; 16-row batches
 SEEDS = [0, 1, 2, 3, 4, 5]
 CONFIG = TrainConfig(
-    hidden_dim=32, lr=0.01, batch_size=16, max_epochs=15, patience=2, weight_decay=1e-4, device="cpu"
+    hidden_dim=32, lr=0.01, batch_size=16, max_epochs=15, patience=2, weight_decay=1e-4, device="cpu", both_readings=False
 )
 # With these data and seeds the sequential engine stops the folds at epochs 7, 9, 15 (max_epochs), 8, 8, 6.
 EXPECTED_EPOCHS = [(5, 7), (7, 9), (15, 15), (6, 8), (6, 8), (4, 6)]  # (best_epoch, epochs_run)
@@ -56,8 +56,17 @@ def batched(folds: list[Fold]) -> list[FitResult]:
     return fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS)
 
 
+def assert_same_model(a: torch.nn.Module, b: torch.nn.Module, tol: float) -> None:
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert pa.shape == pb.shape, name
+        torch.testing.assert_close(pa, pb, rtol=0, atol=tol, msg=name)
+
+
 def assert_same_fit(a: FitResult, b: FitResult, tol: float = TOL) -> None:
-    assert (a.best_epoch, a.epochs_run) == (b.best_epoch, b.epochs_run)
+    assert (a.best_epoch, a.epochs_run, a.stop_epoch) == (b.best_epoch, b.epochs_run, b.stop_epoch)
+    assert a.readings.keys() == b.readings.keys()
+    for name in a.readings:
+        assert_same_model(a.readings[name], b.readings[name], tol)
     assert a.history.keys() == b.history.keys()
     for key in a.history:
         assert len(a.history[key]) == len(b.history[key]) == a.epochs_run
@@ -172,3 +181,63 @@ def test_bad_input_is_refused(folds: list[Fold]) -> None:
         )
     with pytest.raises(ConfigError, match="max_models_per_group"):
         fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_models_per_group=0)
+
+
+# -- two readings of one run, and the fold options (weighted, logit-adjusted, mixup) ----------------------------
+
+BOTH = replace(CONFIG, both_readings=True, fixed_epochs=8)  # some folds stop before epoch 8, some after
+OPTIONS = [
+    FoldOptions(),
+    FoldOptions(loss="weighted"),
+    FoldOptions(loss="logit_adjusted", tau=1.0),
+    FoldOptions(mixup_alpha=0.4, n_real=50, mixup_seed=11),
+    FoldOptions(loss="weighted", mixup_alpha=1.0, mixup_seed=12),
+    FoldOptions(loss="logit_adjusted", tau=0.5, mixup_alpha=0.2, n_real=120, mixup_seed=13),
+]
+
+
+def test_both_readings_match_two_separate_runs(folds: list[Fold], sequential: list[FitResult]) -> None:
+    """One run that lasts until both readings are known gives exactly the early-stopping run's weights, and the
+    weights after fixed_epochs of a run that stops there."""
+    both = [fit_mlp(*f, n_classes=N_CLASSES, config=BOTH, seed=s) for f, s in zip(folds, SEEDS, strict=True)]
+    for es_only, fit, f, s in zip(sequential, both, folds, SEEDS, strict=True):
+        assert (fit.best_epoch, fit.stop_epoch) == (es_only.best_epoch, es_only.epochs_run)
+        assert fit.epochs_run == max(es_only.epochs_run, 8)
+        assert_same_model(fit.readings["es"], es_only.model, tol=0.0)
+        assert fit.model is fit.readings["es"]  # early_stopping: true makes es the primary reading
+        fixed_only = fit_mlp(*f, n_classes=N_CLASSES, config=replace(BOTH, early_stopping=False, both_readings=False), seed=s)
+        assert fixed_only.epochs_run == 8 and list(fixed_only.readings) == ["fixed"]
+        assert_same_model(fit.readings["fixed"], fixed_only.model, tol=0.0)
+
+
+@pytest.mark.parametrize("config", [BOTH, replace(BOTH, early_stopping=False)], ids=["es-primary", "fixed-primary"])
+def test_batched_matches_sequential_with_options_and_readings(folds: list[Fold], config: TrainConfig) -> None:
+    seq = [fit_mlp(*f, n_classes=N_CLASSES, config=config, seed=s, options=o) for f, s, o in zip(folds, SEEDS, OPTIONS, strict=True)]
+    bat = fit_mlp_batched(folds, n_classes=N_CLASSES, config=config, seeds=SEEDS, options=OPTIONS)
+    for a, b in zip(seq, bat, strict=True):
+        assert_same_fit(a, b, tol=2e-5)
+        assert b.model is b.readings[config.primary]
+
+
+def test_options_change_the_training(folds: list[Fold], sequential: list[FitResult]) -> None:
+    """Each option trains something else than plain cross-entropy on the same fold and seed."""
+    for opt in OPTIONS[1:]:
+        fit = fit_mlp(*folds[0], n_classes=N_CLASSES, config=CONFIG, seed=SEEDS[0], options=opt)
+        assert not torch.allclose(fit.model.out.weight, sequential[0].model.out.weight, atol=1e-4), opt
+
+
+def test_mixup_with_vanishing_alpha_is_plain_training(folds: list[Fold], sequential: list[FitResult]) -> None:
+    """alpha -> 0: lam = max(l, 1 - l) -> 1, so every batch is its own rows with hard labels."""
+    fit = fit_mlp(*folds[0], n_classes=N_CLASSES, config=CONFIG, seed=SEEDS[0], options=FoldOptions(mixup_alpha=1e-6, mixup_seed=3))
+    assert_same_fit(fit, sequential[0], tol=1e-5)
+
+
+def test_bad_options_are_refused(folds: list[Fold]) -> None:
+    with pytest.raises(ConfigError, match="`loss` must be one of ce, weighted, logit_adjusted, but got 'focal'"):
+        FoldOptions(loss="focal")
+    with pytest.raises(ConfigError, match="`mixup_alpha` must be >= 0"):
+        FoldOptions(mixup_alpha=-1.0)
+    with pytest.raises(ConfigError, match="`n_real` must be between 1 and the 150 training rows, but got 151"):
+        fit_mlp_batched(folds[:1], n_classes=N_CLASSES, config=CONFIG, seeds=[0], options=[FoldOptions(mixup_alpha=0.4, n_real=151)])
+    with pytest.raises(ConfigError, match="one FoldOptions per fold"):
+        fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, options=OPTIONS[:2])

@@ -35,7 +35,7 @@ def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_fit_is_deterministic_learns_and_keeps_best_epoch() -> None:
     X, y = _blobs()
-    cfg = TrainConfig(hidden_dim=16, lr=0.01, batch_size=16, max_epochs=30, patience=3, device="cpu")
+    cfg = TrainConfig(hidden_dim=16, lr=0.01, batch_size=16, max_epochs=30, patience=3, device="cpu", both_readings=False)
     a = fit_mlp(X[::2], y[::2], X[1::2], y[1::2], n_classes=2, config=cfg, seed=5)
     b = fit_mlp(X[::2], y[::2], X[1::2], y[1::2], n_classes=2, config=cfg, seed=5)
     assert a.history == b.history and a.best_epoch == b.best_epoch
@@ -47,6 +47,19 @@ def test_fit_is_deterministic_learns_and_keeps_best_epoch() -> None:
     assert balanced_accuracy(y[1::2], pred) > 0.8
     c = fit_mlp(X[::2], y[::2], X[1::2], y[1::2], n_classes=2, config=cfg, seed=6)
     assert c.history != a.history
+
+
+def test_both_readings_train_past_early_stopping_without_changing_it() -> None:
+    X, y = _blobs()
+    es = TrainConfig(hidden_dim=16, lr=0.01, batch_size=16, max_epochs=30, patience=3, device="cpu", both_readings=False)
+    both = TrainConfig(hidden_dim=16, lr=0.01, batch_size=16, max_epochs=30, patience=3, device="cpu", fixed_epochs=25)
+    a = fit_mlp(X[::2], y[::2], X[1::2], y[1::2], n_classes=2, config=es, seed=5)
+    b = fit_mlp(X[::2], y[::2], X[1::2], y[1::2], n_classes=2, config=both, seed=5)
+    assert a.epochs_run < 25 and b.epochs_run == 25 and b.stop_epoch == a.epochs_run and b.best_epoch == a.best_epoch
+    assert b.history["val_loss"][: a.epochs_run] == a.history["val_loss"]  # the same run, continued
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.readings["es"].parameters(), strict=True))
+    assert not torch.equal(b.readings["es"].out.weight, b.readings["fixed"].out.weight)
+    assert b.fixed_epochs == 25 and b.model is b.readings["es"]
 
 
 def test_balanced_accuracy_matches_sklearn() -> None:

@@ -3,6 +3,9 @@
 Two backends: ``embalance`` (the project's own PyTorch samplers, :mod:`embalance.oversample`; the default) and
 ``imblearn`` (imbalanced-learn's reference implementations).
 
+``undersample`` is the one method that removes rows: every class is cut, at random, to the smallest class's count
+(the majority undersampled to the minority size), from the training part only.
+
 ``resample`` returns the resampled arrays and a ``ResampleInfo`` (synthetic counts per class, effective k,
 status). A method that cannot run on this input raises :class:`InfeasibleResampling`, which the sweep records
 as the fold's status; the imbalanced-learn backend is wrapped so that its silent no-ops (Borderline-SMOTE with
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from embalance.errors import InfeasibleResampling
+from embalance.protocol import balanced_subsample
 
 NEIGHBOUR_METHODS = ("smote", "borderline", "adasyn")
 
@@ -27,6 +31,7 @@ NEIGHBOUR_METHODS = ("smote", "borderline", "adasyn")
 class ResampleInfo:
     n_real: dict[int, int]
     n_synthetic: dict[int, int] = field(default_factory=dict)
+    n_dropped: dict[int, int] = field(default_factory=dict)  # undersample: rows left out per class
     k_effective: int | None = None
     status: str = "ok"
     reason: str = ""
@@ -86,10 +91,18 @@ def make_imblearn_sampler(method: str, aug: Mapping[str, Any], seed: int) -> Any
 
 
 def resample(method: str, X: np.ndarray, y: np.ndarray, aug: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, ResampleInfo]:
-    """Oversample (X, y) with ``method``; ``none`` returns the input. Raises InfeasibleResampling when it cannot run."""
+    """Resample (X, y) with ``method``; ``none`` returns the input. Raises InfeasibleResampling when it cannot run.
+
+    Oversamplers return the original rows first, unchanged, then the synthetic ones.
+    """
     info = ResampleInfo(n_real=_counts(y))
     if method == "none":
         return X, y, info
+    if method == "undersample":
+        keep = balanced_subsample(y, seed)
+        info.n_real = _counts(y[keep])
+        info.n_dropped = {c: n - info.n_real.get(c, 0) for c, n in _counts(y).items()}
+        return X[keep], y[keep], info
     targets = _targets(y)
     if not targets:
         return X, y, info

@@ -12,8 +12,14 @@ Per fold, everything is what :func:`~embalance.train.fit_mlp` does:
   then each epoch ``torch.randperm(n, generator=gen)`` orders the mini-batches (the last one partial);
 - loss = mean cross-entropy over the batch; Adam with torch's default betas/eps, ``weight_decay`` added to
   the gradient (``torch.optim.Adam``'s L2);
-- after each epoch the full-batch validation loss and balanced accuracy; the best-val-loss weights are kept;
-  the fold stops when ``epoch - best_epoch >= patience`` or at ``max_epochs``.
+- after each epoch the full-batch validation loss and balanced accuracy; the best-val-loss weights are kept
+  until early stopping decides (``epoch - best_epoch >= patience``, or ``max_epochs``), the weights after
+  ``fixed_epochs`` are kept for the fixed reading, and the fold leaves the group once every reading it needs
+  is known;
+- its :class:`~embalance.train.FoldOptions`: class weights and logit adjustments are per-slot ``(G, C)``
+  tensors (ones and zeros for plain folds), folded into per-row loss weights ``u`` ``(S, G, B, C)`` built once
+  per epoch; mixup draws from the fold's own NumPy generator as ``fit_mlp`` does, and mixes each batch with a
+  second gather of partner rows (only in groups where some fold mixes).
 
 How folds of different sizes share a step: the slots of a group are sorted by training rows (largest first),
 so at step ``s`` of an epoch the folds that still have a batch are a prefix ``[:k]`` of the slots. Every
@@ -46,7 +52,15 @@ import torch
 from embalance.config import resolve_device
 from embalance.errors import ConfigError
 from embalance.model import MLP, MLPConfig
-from embalance.train import FitResult, TrainConfig
+from embalance.train import (
+    PLAIN,
+    FitResult,
+    FoldOptions,
+    TrainConfig,
+    class_weights,
+    logit_adjustment,
+    mixup_draws,
+)
 
 ArrayLike = torch.Tensor | np.ndarray
 Fold = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # X_train, y_train, X_val, y_val
@@ -63,6 +77,7 @@ def fit_mlp_batched(
     n_classes: int,
     config: TrainConfig,
     seeds: Sequence[int],
+    options: Sequence[FoldOptions] | None = None,
     max_models_per_group: int | None = DEFAULT_MAX_MODELS_PER_GROUP,
     max_group_bytes: int | None = DEFAULT_MAX_GROUP_BYTES,
 ) -> list[FitResult]:
@@ -74,6 +89,7 @@ def fit_mlp_batched(
         n_classes: number of classes C; labels must lie in ``[0, C)``.
         config: the training configuration shared by all folds (as for ``fit_mlp``).
         seeds: one seed per fold.
+        options: one :class:`FoldOptions` per fold (loss, mixup); ``None``: plain cross-entropy for all.
         max_models_per_group: at most this many folds are trained together (``None``: no limit).
         max_group_bytes: a group is closed before its data (float32 training rows plus padded validation
             rows) would pass this many bytes (``None``: no limit). A single fold larger than this still runs,
@@ -94,6 +110,9 @@ def fit_mlp_batched(
         )
     if max_group_bytes is not None and max_group_bytes < 1:
         raise ConfigError(f"`max_group_bytes` must be a positive integer or None, but got {max_group_bytes}.")
+    options = list(options) if options is not None else [PLAIN] * len(folds)
+    if len(options) != len(folds):
+        raise ConfigError(f"`options` must give one FoldOptions per fold, but got {len(options)} for {len(folds)} folds.")
     if config.batch_size < 1:
         raise ConfigError(f"`batch_size` must be a positive integer, but got {config.batch_size}.")
     device = torch.device(resolve_device(config.device))
@@ -102,7 +121,7 @@ def fit_mlp_batched(
     group: list[_Fold] = []
     in_dim: int | None = None
     for i in range(len(folds)):
-        fold = _load_fold(i, folds[i], n_classes, device)
+        fold = _load_fold(i, folds[i], n_classes, device, options[i])
         if in_dim is None:
             in_dim = fold.X.shape[1]
         elif fold.X.shape[1] != in_dim:
@@ -133,9 +152,10 @@ class _Fold:
     y: torch.Tensor  # (n,) int64
     Xv: torch.Tensor  # (nv, d) float32
     yv: torch.Tensor  # (nv,) int64
+    options: FoldOptions = PLAIN
 
 
-def _load_fold(index: int, fold: Fold, n_classes: int, device: torch.device) -> _Fold:
+def _load_fold(index: int, fold: Fold, n_classes: int, device: torch.device, options: FoldOptions = PLAIN) -> _Fold:
     if len(fold) != 4:
         raise ConfigError(
             f"Each fold must be (X_train, y_train, X_val, y_val), but fold {index} has {len(fold)} items."
@@ -159,7 +179,9 @@ def _load_fold(index: int, fold: Fold, n_classes: int, device: torch.device) -> 
         raise ConfigError(
             f"Fold {index}: X_val must have the training part's {X.shape[1]} features, but has {Xv.shape[1]}."
         )
-    return _Fold(index=index, X=X.contiguous(), y=y.contiguous(), Xv=Xv.contiguous(), yv=yv.contiguous())
+    if options.mixup_alpha > 0 and not (options.n_real is None or 1 <= options.n_real <= X.shape[0]):
+        raise ConfigError(f"Fold {index}: `n_real` must be between 1 and the {X.shape[0]} training rows, but got {options.n_real}.")
+    return _Fold(index=index, X=X.contiguous(), y=y.contiguous(), Xv=Xv.contiguous(), yv=yv.contiguous(), options=options)
 
 
 def _group_bytes(group: list[_Fold]) -> int:
@@ -216,6 +238,20 @@ class _GroupTrainer:
         self.v_count = torch.tensor(self.n_val, dtype=torch.float32, device=device)  # (G,)
         onehot = torch.nn.functional.one_hot(self.yv, C).to(torch.float64) * self.v_mask[..., None]
         self.v_class_count = onehot.sum(1)  # (G, C) validation rows per class
+        # The folds' options: loss weights per class (ones: plain), logit adjustments (zeros: none), mixup.
+        opts = [f.options for f in folds]
+        self.cw = torch.stack(
+            [class_weights(f.y, C) if o.loss == "weighted" else torch.ones(C) for f, o in zip(folds, opts, strict=True)]
+        ).to(device)  # (G, C)
+        self.adj = torch.stack(
+            [logit_adjustment(f.y, C, o.tau) if o.loss == "logit_adjusted" else torch.zeros(C) for f, o in zip(folds, opts, strict=True)]
+        ).to(device)  # (G, C)
+        self.has_adj = any(o.loss == "logit_adjusted" for o in opts)
+        self.alpha = [o.mixup_alpha for o in opts]
+        self.n_real = [o.n_real or f.X.shape[0] for f, o in zip(folds, opts, strict=True)]
+        self.rngs = [np.random.default_rng(o.mixup_seed) if o.mixup_alpha > 0 else None for o in opts]
+        # Validation rows' loss weights: their class weight (1 for plain folds), 0 on padding.
+        self.v_weight = self.cw.gather(1, self.yv) * self.v_mask  # (G, NV)
         group.clear()  # the folds' own tensors are copied into the group's: let the caller's copies go
         del folds
 
@@ -239,6 +275,10 @@ class _GroupTrainer:
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.best = [p.clone() for p in self.params]
+        self.need_es, self.need_fixed = "es" in config.readings, "fixed" in config.readings
+        self.fixed = [p.clone() for p in self.params] if self.need_fixed else []  # weights after fixed_epochs
+        self.es_done = torch.zeros(G, dtype=torch.bool, device=device)
+        self.stop_epoch = torch.zeros(G, dtype=torch.int64, device=device)
         self.step = torch.zeros(G, dtype=torch.float32, device=device)  # Adam step count per slot
         self.best_loss = torch.full((G,), math.inf, device=device)
         self.best_epoch = torch.zeros(G, dtype=torch.int64, device=device)
@@ -249,6 +289,7 @@ class _GroupTrainer:
         self.xb = torch.empty(G, B, d, device=device)  # (G, B, d)
         self.hid = torch.empty(G, B, h, device=device)  # (G, B, h)
         self.dhid = torch.empty(G, B, h, device=device)  # (G, B, h)
+        self.xp = torch.empty(G, B, d, device=device) if any(a > 0 for a in self.alpha) else None  # mixup partners
         self._layout()
 
     # -- bookkeeping that depends on the set of slots -------------------------------------------------------
@@ -266,7 +307,6 @@ class _GroupTrainer:
         mask = pos < n.view(1, G, 1)  # (S, G, B) real rows
         self.row_mask = mask.to(torch.float32)
         self.row_count = self.row_mask.sum(2)  # (S, G) rows in each fold's batch at step s
-        self.row_weight = self.row_mask / self.row_count.clamp(min=1).unsqueeze(2)  # (S, G, B) d(mean)/d(row)
         # Runs: maximal ranges of slots with the same number of batches (hence the same Adam step count).
         self.runs: list[tuple[int, int]] = []
         start = 0
@@ -294,16 +334,11 @@ class _GroupTrainer:
         def take(t: torch.Tensor) -> torch.Tensor:
             return t.index_select(0, idx)
 
-        for lst in (self.params, self.grads, self.exp_avg, self.exp_avg_sq, self.best):
+        for lst in (self.params, self.grads, self.exp_avg, self.exp_avg_sq, self.best, self.fixed):
             lst[:] = [take(t) for t in lst]
-        self.step, self.best_loss, self.best_epoch = (
-            take(self.step),
-            take(self.best_loss),
-            take(self.best_epoch),
-        )
-        self.Xv, self.yv, self.v_mask = take(self.Xv), take(self.yv), take(self.v_mask)
-        self.v_count, self.v_class_count = take(self.v_count), take(self.v_class_count)
-        for name in ("fold_index", "n", "n_val", "offset", "gens", "history"):
+        for name in ("step", "best_loss", "best_epoch", "es_done", "stop_epoch", "Xv", "yv", "v_mask", "v_count", "v_class_count", "v_weight", "cw", "adj"):
+            setattr(self, name, take(getattr(self, name)))
+        for name in ("fold_index", "n", "n_val", "offset", "gens", "history", "alpha", "n_real", "rngs"):
             values = getattr(self, name)
             setattr(self, name, [values[g] for g in keep])
         self._layout()
@@ -313,21 +348,34 @@ class _GroupTrainer:
     def run(self) -> list[tuple[int, FitResult]]:
         done: list[tuple[int, FitResult]] = []
         epoch = 0
-        while self.n and epoch < self.config.max_epochs:
+        cfg = self.config
+        while self.n and epoch < cfg.horizon:
             epoch += 1
             train_total = self._train_epoch()
             val_loss, val_bacc = self._validate()
-            improved = val_loss < self.best_loss  # (G,) NaN never improves, as in fit_mlp
+            # Early stopping, frozen once it has decided: NaN never improves, as in fit_mlp.
+            improved = (val_loss < self.best_loss) & ~self.es_done  # (G,)
             self.best_loss = torch.where(improved, val_loss, self.best_loss)
             self.best_epoch = torch.where(improved, torch.full_like(self.best_epoch, epoch), self.best_epoch)
             for p, best in zip(self.params, self.best, strict=True):
                 torch.where(improved.view(-1, *([1] * (p.ndim - 1))), p, best, out=best)
-            stop = ~improved & (epoch - self.best_epoch >= self.config.patience)
-            if epoch == self.config.max_epochs:
-                stop = torch.ones_like(stop)
-            # The one host transfer of the epoch: history values, stop flags, best epochs.
+            es_stop = ~self.es_done & ~improved & (epoch - self.best_epoch >= cfg.patience)
+            if epoch == cfg.max_epochs:
+                es_stop = ~self.es_done
+            self.es_done |= es_stop
+            self.stop_epoch = torch.where(es_stop, torch.full_like(self.stop_epoch, epoch), self.stop_epoch)
+            if self.need_fixed and epoch == cfg.fixed_epochs:
+                for p, fixed in zip(self.params, self.fixed, strict=True):
+                    fixed.copy_(p)
+            finished = self.es_done | (not self.need_es)
+            if self.need_fixed and epoch < cfg.fixed_epochs:
+                finished = torch.zeros_like(finished)
+            if epoch == cfg.horizon:
+                finished = torch.ones_like(finished)
+            # The one host transfer of the epoch: history values, stop flags, best and stop epochs.
             host = torch.stack(
-                [train_total.double(), val_loss.double(), val_bacc, stop.double(), self.best_epoch.double()]
+                [train_total.double(), val_loss.double(), val_bacc, finished.double(), self.best_epoch.double(),
+                 torch.where(self.es_done, self.stop_epoch, epoch).double()]
             ).cpu()
             for g, hist in enumerate(self.history):
                 hist["train_loss"].append(float(host[0, g]) / self.n[g])
@@ -336,7 +384,7 @@ class _GroupTrainer:
             stopped = [g for g in range(len(self.n)) if host[3, g]]
             for g in stopped:
                 done.append(
-                    (self.fold_index[g], self._result(g, best_epoch=int(host[4, g]), epochs_run=epoch))
+                    (self.fold_index[g], self._result(g, best_epoch=int(host[4, g]), epochs_run=epoch, stop_epoch=int(host[5, g])))
                 )
             if stopped:
                 keep = [g for g in range(len(self.n)) if not host[3, g]]
@@ -345,7 +393,7 @@ class _GroupTrainer:
                 else:
                     self.n = []
         for g in range(len(self.n)):  # only when max_epochs < 1: nothing trained, initial weights kept
-            done.append((self.fold_index[g], self._result(g, best_epoch=0, epochs_run=0)))
+            done.append((self.fold_index[g], self._result(g, best_epoch=0, epochs_run=0, stop_epoch=0)))
         return done
 
     def _train_epoch(self) -> torch.Tensor:
@@ -360,9 +408,17 @@ class _GroupTrainer:
             idx[g, :n] = perm + off
             idx[g, n:] = off  # padding rows: any real row, weight 0
         idx = idx.view(G, S, B).transpose(0, 1).contiguous().to(device)  # (S, G, B) rows of Xcat
-        y_all = self.ycat[idx].unsqueeze(-1)  # (S, G, B, 1)
-        target = torch.zeros(S, G, B, self.C, device=device).scatter_(3, y_all, self.row_weight.unsqueeze(3))
-        # target: (S, G, B, C) one-hot labels times each row's weight in its batch mean
+        # u: (S, G, B, C) each row's (soft) label times its class weight, normalised to sum 1 over a fold's batch
+        # (0 on padding): the loss is -sum(u * log p) and its gradient wrt the logits p * rho - u, rho = u.sum(C).
+        u = torch.nn.functional.one_hot(self.ycat[idx], self.C).to(torch.float32)
+        mixing = self.xp is not None
+        if mixing:
+            lam, pidx = self._mixup_epoch(idx)  # (S, G), (S, G, B)
+            lam4 = lam.view(S, G, 1, 1)
+            u = u * lam4 + torch.nn.functional.one_hot(self.ycat[pidx], self.C).to(torch.float32) * (1 - lam4)
+        u = u * self.cw.view(1, G, 1, self.C) * self.row_mask.unsqueeze(3)
+        u = u / u.sum((2, 3), keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+        rho = u.sum(3)  # (S, G, B)
         total = torch.zeros(G, device=device)
         W1, b1, W2, b2 = self.params
         gW1, gb1, gW2, gb2 = self.grads
@@ -371,15 +427,19 @@ class _GroupTrainer:
             k = self.active[s]
             xb = self.xb[:k]  # (k, B, d)
             torch.index_select(self.Xcat, 0, idx[s, :k].reshape(-1), out=xb.view(k * B, d))
+            if mixing:  # x * lam + x_partner * (1 - lam), as train.mix; lam = 1 for folds without mixup
+                xp = self.xp[:k]
+                torch.index_select(self.Xcat, 0, pidx[s, :k].reshape(-1), out=xp.view(k * B, d))
+                xb.mul_(lam[s, :k].view(k, 1, 1)).add_(xp.mul_((1 - lam[s, :k]).view(k, 1, 1)))
             hid = torch.baddbmm(b1[:k].unsqueeze(1), xb, W1[:k], out=self.hid[:k]).relu_()  # (k, B, h)
             logits = torch.baddbmm(b2[:k].unsqueeze(1), hid, W2[:k])  # (k, B, C)
+            if self.has_adj:
+                logits += self.adj[:k].unsqueeze(1)  # the loss sees f(x) + tau log(prior)
             logp = torch.log_softmax(logits, dim=2)  # (k, B, C)
-            nll = -logp.gather(2, y_all[s, :k]).squeeze(2)  # (k, B)
-            count = self.row_count[s, :k]  # (k,)
-            loss = (nll * self.row_mask[s, :k]).sum(1) / count.clamp(min=1)  # (k,) batch mean
-            total[:k] += loss * count
-            # Backward of the mean cross-entropy: (softmax - onehot) / rows, zero on padding rows.
-            dlogits = logp.exp_().mul_(self.row_weight[s, :k].unsqueeze(2)).sub_(target[s, :k])  # (k, B, C)
+            loss = -(u[s, :k] * logp).sum((1, 2))  # (k,) each fold's batch loss
+            total[:k] += loss * self.row_count[s, :k]
+            # Backward of the loss: softmax * rho - u, zero on padding rows.
+            dlogits = logp.exp_().mul_(rho[s, :k].unsqueeze(2)).sub_(u[s, :k])  # (k, B, C)
             torch.bmm(hid.transpose(1, 2), dlogits, out=gW2[:k])  # (k, h, C)
             torch.sum(dlogits, dim=1, out=gb2[:k])  # (k, C)
             dhid = torch.bmm(dlogits, W2[:k].transpose(1, 2), out=self.dhid[:k])  # (k, B, h)
@@ -408,14 +468,31 @@ class _GroupTrainer:
             )
         return total
 
+    def _mixup_epoch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's mixup draws, per fold as fit_mlp makes them: lam (S, G) and partner rows of Xcat (S, G, B).
+
+        Folds without mixup get lam = 1 and themselves as partners (x * 1 + x * 0 = x exactly).
+        """
+        S, G, B = idx.shape
+        lam = torch.ones(G, S)
+        pidx = idx.transpose(0, 1).reshape(G, S * B).cpu().clone()  # (G, S*B) in each fold's epoch order
+        for g, rng in enumerate(self.rngs):
+            if rng is None:
+                continue
+            lam_g, partner = mixup_draws(rng, self.alpha[g], self.nb[g], self.n[g], self.n_real[g])
+            lam[g, : self.nb[g]] = torch.from_numpy(lam_g)
+            pidx[g, : self.n[g]] = torch.from_numpy(partner) + self.offset[g]
+        return lam.T.contiguous().to(self.device), pidx.view(G, S, B).transpose(0, 1).contiguous().to(self.device)
+
     @torch.no_grad()
     def _validate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-batch validation loss (G,) float32 and balanced accuracy (G,) float64 of the current weights."""
         W1, b1, W2, b2 = self.params
         hid = torch.relu(torch.baddbmm(b1.unsqueeze(1), self.Xv, W1))  # (G, NV, h)
         logits = torch.baddbmm(b2.unsqueeze(1), hid, W2)  # (G, NV, C)
-        nll = -torch.log_softmax(logits, dim=2).gather(2, self.yv.unsqueeze(2)).squeeze(2)  # (G, NV)
-        val_loss = (nll * self.v_mask).sum(1) / self.v_count  # (G,)
+        loss_logits = logits + self.adj.unsqueeze(1) if self.has_adj else logits
+        nll = -torch.log_softmax(loss_logits, dim=2).gather(2, self.yv.unsqueeze(2)).squeeze(2)  # (G, NV)
+        val_loss = (nll * self.v_weight).sum(1) / self.v_weight.sum(1)  # (G,) weighted mean (weights 1: plain)
         correct = ((logits.argmax(2) == self.yv) & self.v_mask).to(torch.float64)  # (G, NV)
         hits = torch.zeros_like(self.v_class_count).scatter_add_(1, self.yv, correct)  # (G, C)
         present = self.v_class_count > 0
@@ -423,14 +500,22 @@ class _GroupTrainer:
         val_bacc = recall.sum(1) / present.sum(1)  # (G,) mean recall over the classes present
         return val_loss, val_bacc
 
-    def _result(self, g: int, *, best_epoch: int, epochs_run: int) -> FitResult:
+    def _model(self, params: list[torch.Tensor], g: int) -> MLP:
         model = MLP(MLPConfig(in_dim=self.d, hidden_dim=self.h, n_classes=self.C))
-        W1, b1, W2, b2 = self.best
+        W1, b1, W2, b2 = params
         with torch.no_grad():
             model.hidden.weight.copy_(W1[g].T)
             model.hidden.bias.copy_(b1[g])
             model.out.weight.copy_(W2[g].T)
             model.out.bias.copy_(b2[g])
         model.to(self.device)
-        model.eval()
-        return FitResult(model=model, best_epoch=best_epoch, epochs_run=epochs_run, history=self.history[g])
+        return model.eval()
+
+    def _result(self, g: int, *, best_epoch: int, epochs_run: int, stop_epoch: int) -> FitResult:
+        cfg = self.config
+        sources = {"es": self.best, "fixed": self.fixed if epochs_run >= cfg.fixed_epochs else self.params}
+        readings = {name: self._model(sources[name], g) for name in cfg.readings}
+        return FitResult(
+            model=readings[cfg.primary], best_epoch=best_epoch, epochs_run=epochs_run, history=self.history[g],
+            readings=readings, stop_epoch=stop_epoch, fixed_epochs=min(cfg.fixed_epochs, epochs_run),
+        )

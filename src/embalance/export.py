@@ -40,12 +40,13 @@ from torch import nn
 
 from embalance import predict as runtime
 from embalance.augment import ResampleInfo, resample
-from embalance.config import METHODS, apply_overrides, derive_seed, seed_everything, validate
+from embalance.config import apply_overrides, derive_seed, parse_method, seed_everything, validate
 from embalance.errors import ConfigError, EmbalanceError, InfeasibleResampling
 from embalance.io import ensure_writable_dir, file_md5, write_json
 from embalance.model import MLP
-from embalance.protocol import imbalanced_pool, stratified_folds
-from embalance.train import TrainConfig, fit_mlp, predict_proba
+from embalance.protocol import balanced_subsample, imbalanced_pool, stratified_folds
+from embalance.sweep import fold_options
+from embalance.train import TrainConfig, fit_mlp, predict_proba, refit_last_layer
 
 ENCODER_GRAPHS = ("auto", "fused", "plain")
 OPSET = 17
@@ -84,8 +85,7 @@ class ExportSettings:
         if unknown:
             raise ConfigError(f"Unknown key(s) {unknown} in `export`; known keys: {', '.join(cls.__dataclass_fields__)}.")
         s = cls(**sec)
-        if s.method not in METHODS:
-            raise ConfigError(f"`export.method` must be one of {', '.join(METHODS)}, but got {s.method!r}.")
+        parse_method(s.method)  # raises, naming the bad part and what is allowed
         if not (isinstance(s.minority_size, int) and not isinstance(s.minority_size, bool) and s.minority_size >= 2):
             raise ConfigError(f"`export.minority_size` must be an integer >= 2, but got {s.minority_size!r}.")
         if not isinstance(s.use_best, bool):
@@ -127,8 +127,10 @@ def choose(params: Mapping[str, Any], dataset: str, best_path: Path | None) -> t
         choice = Choice(str(best["method"]), best["minority_size"], dict(overrides), f"best.json: {best_path}")
     else:
         choice = Choice(settings.method, settings.minority_size, {}, "params.yaml export section")
-    if choice.method not in METHODS:
-        raise ConfigError(f"The method to export must be one of {', '.join(METHODS)}, but got {choice.method!r} ({choice.source}).")
+    try:
+        parse_method(choice.method)
+    except ConfigError as e:
+        raise ConfigError(f"The method to export ({choice.source}): {e}") from e
     if not (isinstance(choice.minority_size, int) and not isinstance(choice.minority_size, bool) and choice.minority_size >= 2):
         raise ConfigError(f"The minority size to export must be an integer >= 2, but got {choice.minority_size!r} ({choice.source}).")
     effective = apply_overrides(params, [f"{k}={json.dumps(v)}" for k, v in sorted(choice.overrides.items())])
@@ -163,28 +165,40 @@ def retrain(
     pool = imbalanced_pool(y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
     Xp, yp = X_train[pool], y_train[pool]
     tr, va = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))[0]
-    config = TrainConfig.from_params(params["train"])
+    config = dataclasses.replace(TrainConfig.from_params(params["train"]), both_readings=False)
     mlp_seed = derive_seed(seed, dataset, size, "export", "mlp")
+    spec = parse_method(method)
     try:
-        X_a, y_a, _ = resample(method, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, "export", method, "a"))
-        X_b, y_b, info = resample(method, Xp, yp, params["augment"], derive_seed(seed, dataset, size, "export", method))
+        X_a, y_a, _ = resample(spec.sampler, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, "export", spec.sampler, "a"))
+        X_b, y_b, info = resample(spec.sampler, Xp, yp, params["augment"], derive_seed(seed, dataset, size, "export", spec.sampler))
     except InfeasibleResampling as e:
         raise ConfigError(f"The configuration to export ({method}, minority size {size}) cannot run: {e.reason}") from e
-    fit_a = fit_mlp(X_a, y_a, Xp[va], yp[va], n_classes=n_classes, config=config, seed=mlp_seed)
-    epochs = fit_a.best_epoch
-    # Pass b: a fixed number of epochs. fit_mlp keeps the epoch of lowest "validation" loss; with the training
-    # set itself as that set it keeps (up to noise in the last digits) the last epoch.
-    fit_b = fit_mlp(X_b, y_b, X_b, y_b, n_classes=n_classes, config=dataclasses.replace(config, max_epochs=epochs, patience=epochs), seed=mlp_seed)
-    best = fit_a.best_epoch - 1
+    mixup_seed = derive_seed(seed, dataset, size, "export", "mixup")
+    opts_a = fold_options(spec, params["augment"], n_real=len(y_a) if spec.sampler == "undersample" else len(tr), seed=mixup_seed)
+    opts_b = fold_options(spec, params["augment"], n_real=len(y_b) if spec.sampler == "undersample" else len(yp), seed=mixup_seed)
+    fit_a = fit_mlp(X_a, y_a, Xp[va], yp[va], n_classes=n_classes, config=config, seed=mlp_seed, options=opts_a)
+    # The epoch count: early stopping's best epoch on the held-out slice, or the fixed budget.
+    epochs = max(fit_a.best_epoch, 1) if config.early_stopping else config.fixed_epochs
+    # Pass b: exactly that many epochs on the whole pool, the last epoch's weights kept.
+    fixed = dataclasses.replace(config, early_stopping=False, fixed_epochs=epochs)
+    fit_b = fit_mlp(X_b, y_b, Xp[va], yp[va], n_classes=n_classes, config=fixed, seed=mlp_seed, options=opts_b)
+    model = fit_b.model
+    if spec.refit:
+        rf = params["augment"]["refit"]
+        keep = balanced_subsample(yp, derive_seed(seed, dataset, size, "export", "refit"))
+        model = refit_last_layer(
+            model, Xp[keep], yp[keep], epochs=rf["epochs"], lr=rf["lr"], batch_size=config.batch_size, seed=derive_seed(seed, dataset, size, "export", "refit"), reinit=rf["reinit"]
+        )
+    best = max(fit_a.best_epoch, 1) - 1
     metrics = {
         "val_loss": fit_a.history["val_loss"][best],
         "val_balanced_accuracy": fit_a.history["val_balanced_accuracy"][best],
         "epochs": float(epochs),
-        "epochs_kept": float(fit_b.best_epoch),
+        "epochs_kept": float(fit_b.epochs_run),
         "n_pool": float(len(pool)),
         "n_trained": float(len(y_b)),
     }
-    return Retrained(fit_b.model.cpu().eval(), epochs, info, metrics)
+    return Retrained(model.cpu().eval(), epochs, info, metrics)
 
 
 # ------------------------------------------------------------------------------------------------------ ONNX

@@ -63,3 +63,15 @@ def stratified_folds(y_pool: np.ndarray, *, n_folds: int, seed: int) -> list[tup
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         return list(skf.split(np.zeros((len(y_pool), 1)), y_pool))
+
+
+def balanced_subsample(y: np.ndarray, seed: int) -> np.ndarray:
+    """Indices of a class-balanced random subsample of ``y``: every class cut to the smallest class's count.
+
+    Sorted ascending; each class's rows are drawn without replacement by one seeded generator.
+    """
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    m = int(counts.min())
+    keep = [rng.choice(np.flatnonzero(y == c), size=m, replace=False) for c in classes]
+    return np.sort(np.concatenate(keep))

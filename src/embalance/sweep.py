@@ -4,6 +4,15 @@ Fold k of a cell: the imbalanced pool minus fold k is oversampled (training part
 early stopping on fold k, and the model is scored on the balanced test set. A fold whose oversampler cannot
 run is recorded with its status and reason, and the sweep goes on.
 
+A method is ``<base>[+mixup][+refit]`` (:func:`embalance.config.parse_method`): the base resamples the training
+part (an oversampler, ``undersample``) or changes the loss (``weighted``, ``logit_adjusted``); ``+mixup`` mixes
+each batch with real training rows; ``+refit`` re-fits the output layer on a class-balanced subsample of the
+fold's real training rows. ``smote+mixup`` trains on exactly the synthetic rows ``smote`` trains on, and every
+method of a (size, fold) shares the MLP's initialisation and batch order, so variants compare pairwise.
+
+With ``train.both_readings`` each fold is scored twice: ``es_*`` (early stopping's weights) and ``fixed_*``
+(after ``train.fixed_epochs``); ``test_*`` is the reading ``train.early_stopping`` picks.
+
 Outputs (DVC): ``results/<dataset>/cells.csv`` (one row per cell), ``folds.csv`` (one row per fold),
 ``metrics.json`` (for ``dvc metrics show``) and ``balanced_accuracy.png`` (for ``dvc plots show``).
 """
@@ -15,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +35,11 @@ from tqdm.auto import tqdm
 
 from embalance import tracking
 from embalance.augment import ResampleInfo, resample
-from embalance.config import derive_seed, seed_everything
+from embalance.config import MethodSpec, derive_seed, parse_method, seed_everything
 from embalance.errors import ConfigError, InfeasibleResampling
 from embalance.io import ensure_writable_dir, write_json
-from embalance.protocol import check_sizes, imbalanced_pool, stratified_folds
-from embalance.train import FitResult, TrainConfig, fit_folds, predict_proba
+from embalance.protocol import balanced_subsample, check_sizes, imbalanced_pool, stratified_folds
+from embalance.train import FitResult, FoldOptions, TrainConfig, fit_folds, predict_proba, refit_last_layer
 
 TEST_METRICS = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1")
 
@@ -101,6 +110,19 @@ class FoldJob:
     info: ResampleInfo
     seed: int
     seconds: float
+    options: FoldOptions = field(default_factory=FoldOptions)
+    refit: tuple[np.ndarray, np.ndarray, int] | None = None  # +refit: a class-balanced subsample of the real rows, seed
+
+
+def fold_options(spec: MethodSpec, aug: Mapping[str, Any], *, n_real: int, seed: int) -> FoldOptions:
+    """The training options of a method: its loss (weighted, logit_adjusted) and mixup."""
+    return FoldOptions(
+        loss=spec.loss,
+        tau=float(aug["logit_adjusted"]["tau"]),
+        mixup_alpha=float(aug["mixup"]["alpha"]) if spec.mixup else 0.0,
+        n_real=n_real,
+        mixup_seed=seed,
+    )
 
 
 def cell_folds(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> Iterator[FoldJob | FoldOutcome]:
@@ -110,29 +132,66 @@ def cell_folds(emb: Embeddings, *, method: str, size: int, params: Mapping[str, 
     """
     seed = params["seed"]
     imb = params["imbalance"]
+    spec = parse_method(method)
     pool = imbalanced_pool(emb.y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
     Xp, yp = emb.X_train[pool], emb.y_train[pool]
     folds = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))
     for k, (tr, va) in enumerate(folds):
         t0 = time.perf_counter()
         try:
-            X_res, y_res, info = resample(method, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, k, method))
+            # Seeded by the sampler, not the method's full name: smote+mixup resamples exactly as smote does.
+            X_res, y_res, info = resample(spec.sampler, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, k, spec.sampler))
         except InfeasibleResampling as e:
             yield FoldOutcome(k, e.status, e.reason, None, seconds=time.perf_counter() - t0)
             continue
+        # Oversamplers put the real rows first; undersampling keeps only real rows.
+        n_real = len(y_res) if spec.sampler == "undersample" else len(tr)
+        options = fold_options(spec, params["augment"], n_real=n_real, seed=derive_seed(seed, dataset, size, k, "mixup"))
+        refit = None
+        if spec.refit:
+            keep = balanced_subsample(yp[tr], derive_seed(seed, dataset, size, k, "refit"))
+            refit = (Xp[tr][keep], yp[tr][keep], derive_seed(seed, dataset, size, k, "refit"))
         # The MLP's seed does not depend on the method: every method of a (size, fold) starts from the same
         # initialisation and batch-order stream, so methods are compared pairwise on equal terms.
-        yield FoldJob(k, X_res, y_res, Xp[va], yp[va], info, derive_seed(seed, dataset, size, k, "mlp"), time.perf_counter() - t0)
+        yield FoldJob(k, X_res, y_res, Xp[va], yp[va], info, derive_seed(seed, dataset, size, k, "mlp"), time.perf_counter() - t0, options, refit)
+
+
+def apply_refit(job: FoldJob, fit: FitResult, params: Mapping[str, Any]) -> FitResult:
+    """+refit: every reading's output layer re-fitted on the job's balanced real subsample (others: unchanged)."""
+    if job.refit is None:
+        return fit
+    X, y, seed = job.refit
+    rf = params["augment"]["refit"]
+    readings = {
+        name: refit_last_layer(m, X, y, epochs=rf["epochs"], lr=rf["lr"], batch_size=params["train"]["batch_size"], seed=seed, reinit=rf["reinit"])
+        for name, m in fit.readings.items()
+    }
+    primary = next(name for name, m in fit.readings.items() if m is fit.model)
+    return replace(fit, model=readings[primary], readings=readings)
 
 
 def fold_outcome(job: FoldJob, fit: FitResult, n_classes: int, test: tuple[np.ndarray, np.ndarray] | None, seconds: float) -> FoldOutcome:
-    """Metrics of a trained fold: validation at the kept epoch, counts, and the test set when given."""
-    metrics = test_metrics(predict_proba(fit.model, test[0]), test[1], n_classes) if test is not None else {}
+    """Metrics of a trained fold: validation, epochs, counts, and the test set (each reading) when given.
+
+    ``val_balanced_accuracy`` is the fold's model (primary reading, after any refit) on the held-out fold: what
+    tuning optimises. ``best_val_*`` are early stopping's view at its best epoch, before any refit.
+    """
+    metrics: dict[str, float] = {}
+    if test is not None:
+        metrics.update(test_metrics(predict_proba(fit.model, test[0]), test[1], n_classes))
+        if len(fit.readings) > 1:
+            for name, model in fit.readings.items():
+                reading = metrics if model is fit.model else test_metrics(predict_proba(model, test[0]), test[1], n_classes)
+                metrics.update({f"{name}_{k}": reading[k] for k in TEST_METRICS})
+    val_pred = predict_proba(fit.model, job.X_val).argmax(1)
+    present = np.unique(job.y_val)
     best = fit.best_epoch - 1
     metrics.update(
-        best_val_loss=fit.history["val_loss"][best],
-        best_val_balanced_accuracy=fit.history["val_balanced_accuracy"][best],
+        val_balanced_accuracy=float(np.mean([np.mean(val_pred[job.y_val == c] == c) for c in present])),
+        best_val_loss=fit.history["val_loss"][best] if best >= 0 else math.nan,
+        best_val_balanced_accuracy=fit.history["val_balanced_accuracy"][best] if best >= 0 else math.nan,
         best_epoch=fit.best_epoch,
+        stop_epoch=fit.stop_epoch,
         epochs_run=fit.epochs_run,
     )
     val_counts = np.bincount(job.y_val, minlength=n_classes)
@@ -140,6 +199,8 @@ def fold_outcome(job: FoldJob, fit: FitResult, n_classes: int, test: tuple[np.nd
         metrics[f"n_real_{c}"] = job.info.n_real.get(c, 0)
         metrics[f"n_synthetic_{c}"] = job.info.n_synthetic.get(c, 0)
         metrics[f"n_val_{c}"] = int(val_counts[c])
+        if job.info.n_dropped:
+            metrics[f"n_dropped_{c}"] = job.info.n_dropped.get(c, 0)
     if job.info.k_effective is not None:
         metrics["k_effective"] = job.info.k_effective
     # The fold ran; the sampler's own status says how (e.g. "clipped_k" when k was clipped to the class size).
@@ -160,7 +221,10 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
     def flush() -> list[tuple[str, int, list[FoldOutcome]]]:
         jobs = [item for _, _, items in pending for item in items if isinstance(item, FoldJob)]
         t0 = time.perf_counter()
-        fits = fit_folds([(j.X, j.y, j.X_val, j.y_val) for j in jobs], n_classes=emb.n_classes, config=config, seeds=[j.seed for j in jobs])
+        fits = fit_folds(
+            [(j.X, j.y, j.X_val, j.y_val) for j in jobs], n_classes=emb.n_classes, config=config, seeds=[j.seed for j in jobs], options=[j.options for j in jobs]
+        )
+        fits = [apply_refit(j, f, params) for j, f in zip(jobs, fits, strict=True)]
         share = (time.perf_counter() - t0) / max(len(jobs), 1)  # training time per fold, shared out evenly in a group
         fit_of = dict(zip(map(id, jobs), fits, strict=True))
         done = [
@@ -207,9 +271,14 @@ def summarise(outcomes: Sequence[FoldOutcome]) -> dict[str, Any]:
 
 def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int) -> dict[str, Any]:
     aug, tr = params["augment"], params["train"]
+    spec = parse_method(method)
     out: dict[str, Any] = {
         "dataset": dataset,
         "method": method,
+        "base_method": spec.base,
+        "mixup": spec.mixup,
+        "last_layer_refit": spec.refit,
+        "loss": spec.loss,
         "minority_size": size,
         "minority_classes": params["imbalance"]["minority_classes"],
         "majority_cap": params["imbalance"]["majority_cap"],
@@ -217,11 +286,17 @@ def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int)
         "seed": params["seed"],
         "backend": aug["backend"],
     }
-    if method in ("smote", "borderline", "adasyn"):
+    if spec.base in ("smote", "borderline", "adasyn"):
         out.update(k_neighbors=aug["k_neighbors"], on_small_class=aug["on_small_class"])
-    if method == "borderline":
+    if spec.base == "borderline":
         out.update(m_neighbors=aug["m_neighbors"], borderline_kind=aug["borderline_kind"])
-    if method == "vae":
+    if spec.base == "logit_adjusted":
+        out.update(logit_adjusted_tau=aug["logit_adjusted"]["tau"])
+    if spec.mixup:
+        out.update(mixup_alpha=aug["mixup"]["alpha"])
+    if spec.refit:
+        out.update({f"refit_{k}": v for k, v in aug["refit"].items()})
+    if spec.base == "vae":
         out.update({f"vae_{k}": v for k, v in aug["vae"].items()})
     out.update({f"train_{k}": v for k, v in tr.items()})
     return out

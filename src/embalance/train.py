@@ -1,13 +1,35 @@
 """Training the MLP on one fold: mini-batch Adam, early stopping on the held-out fold's loss.
 
 Everything random (initialisation, batch order) comes from one ``torch.Generator`` seeded per fold, so a fold's
-result depends on its data and seed only.
+result depends on its data and seed only; mixup draws from its own seeded NumPy generator, so switching it on
+leaves the initialisation and batch order of a fold unchanged.
+
+Two readings of one training run (``TrainConfig.both_readings``): *es*, the weights of the epoch with the lowest
+validation loss, early stopping with ``patience`` (up to ``max_epochs``); *fixed*, the weights after
+``fixed_epochs`` epochs. A fold's weights up to an epoch do not depend on whether training goes on afterwards, so
+one run that lasts until both are known gives exactly what two separate runs would. ``early_stopping`` picks which
+reading is the fold's model (the other is kept in ``FitResult.readings``).
+
+Beyond plain cross-entropy (``FoldOptions``, per fold):
+
+- ``weighted``: class weights w_c = n / (K n_c) from the training part's counts (K classes present; sklearn's
+  "balanced"); the loss is sum_i w_{y_i} l_i / sum_i w_{y_i} (``F.cross_entropy(weight=w)``).
+- ``logit_adjusted``: the loss sees f(x) + tau * log(pi) with pi the training part's class priors (Menon et al.,
+  2021); prediction uses f(x). A class absent from the training part gets the prior of half a sample.
+- mixup (``mixup_alpha > 0``): each row x_i of a batch is mixed with a partner x_j drawn uniformly from the fold's
+  *real* training rows, lam * x_i + (1 - lam) * x_j with soft labels mixed alike; one lam per batch,
+  lam = max(l, 1 - l), l ~ Beta(alpha, alpha), so the batch row keeps the larger share and alpha -> 0 is no mixing.
+  With soft targets t and class weights w the loss is -sum_i sum_c w_c t_ic log p_ic / sum_i sum_c w_c t_ic.
+
+The validation loss that early stopping watches is the training loss's own form (weighted, logit-adjusted) on the
+held-out fold, without mixup; validation balanced accuracy uses the plain f(x).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from embalance.config import resolve_device
+from embalance.errors import ConfigError
 from embalance.model import MLP, MLPConfig
 
 
@@ -33,18 +56,93 @@ class TrainConfig:
     engine: str = "batched"  # batched: many folds in lockstep (embalance.batched) | sequential: one fold at a time
     max_models_per_group: int = 40  # batched: folds trained together
     max_group_bytes: int = 2**31  # batched: data of one group (training rows + padded validation rows)
+    early_stopping: bool = True  # the fold's model: best-validation-loss weights (es) or those after fixed_epochs
+    fixed_epochs: int = 20  # the fixed budget
+    both_readings: bool = True  # train until both readings are known and keep both
+
+    @property
+    def primary(self) -> str:
+        return "es" if self.early_stopping else "fixed"
+
+    @property
+    def readings(self) -> tuple[str, ...]:
+        """The readings a fit produces: both, or only the primary one."""
+        return ("es", "fixed") if self.both_readings else (self.primary,)
+
+    @property
+    def horizon(self) -> int:
+        """Epochs a fold may need: until early stopping has decided (at most max_epochs) and fixed_epochs."""
+        return max(self.max_epochs if "es" in self.readings else 0, self.fixed_epochs if "fixed" in self.readings else 0)
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> TrainConfig:
         return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
 
 
+LOSSES: tuple[str, ...] = ("ce", "weighted", "logit_adjusted")
+
+
+@dataclass(frozen=True)
+class FoldOptions:
+    """How one fold trains beyond plain cross-entropy: the method's loss, and mixup."""
+
+    loss: str = "ce"  # ce | weighted | logit_adjusted
+    tau: float = 1.0  # logit_adjusted: the adjustment's scale
+    mixup_alpha: float = 0.0  # 0: no mixup
+    n_real: int | None = None  # mixup partners come from training rows [0, n_real): the real ones (synthetic rows follow)
+    mixup_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"`loss` must be one of {', '.join(LOSSES)}, but got {self.loss!r}.")
+        if self.mixup_alpha < 0:
+            raise ConfigError(f"`mixup_alpha` must be >= 0 (0: no mixup), but got {self.mixup_alpha!r}.")
+
+
+PLAIN = FoldOptions()
+
+
 @dataclass
 class FitResult:
-    model: MLP
-    best_epoch: int  # 1-based epoch whose weights were kept
+    model: MLP  # the primary reading's weights (TrainConfig.early_stopping)
+    best_epoch: int  # 1-based epoch with the lowest validation loss, as early stopping saw it (0: none)
     epochs_run: int
     history: dict[str, list[float]] = field(default_factory=dict)  # per epoch: train_loss, val_loss, val_balanced_accuracy
+    readings: dict[str, MLP] = field(default_factory=dict)  # "es" and/or "fixed" -> weights
+    stop_epoch: int = 0  # the epoch at which early stopping stopped (or the last one run)
+    fixed_epochs: int = 0  # the epoch of the fixed reading
+
+
+def class_weights(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """w_c = n / (K n_c) over the K classes present in ``y`` (sklearn's "balanced"); 0 for an absent class. (C,)"""
+    counts = torch.bincount(y.long().cpu(), minlength=n_classes).to(torch.float64)
+    present = counts > 0
+    w = torch.where(present, counts.sum() / (present.sum() * counts.clamp(min=1)), 0.0)
+    return w.to(torch.float32)
+
+
+def logit_adjustment(y: torch.Tensor, n_classes: int, tau: float) -> torch.Tensor:
+    """tau * log(pi_c), pi_c the class priors of ``y`` (an absent class counts half a sample). (C,)"""
+    counts = torch.bincount(y.long().cpu(), minlength=n_classes).to(torch.float64)
+    counts = torch.where(counts > 0, counts, 0.5)
+    return (tau * torch.log(counts / counts.sum())).to(torch.float32)
+
+
+def mixup_draws(rng: np.random.Generator, alpha: float, n_batches: int, n_rows: int, n_real: int) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's mixup randomness: lam per batch (float32, in [0.5, 1]) and a partner row in [0, n_real) per row."""
+    lam = rng.beta(alpha, alpha, size=n_batches)
+    lam = np.maximum(lam, 1.0 - lam).astype(np.float32)
+    return lam, rng.integers(0, n_real, size=n_rows)
+
+
+def mix(x: torch.Tensor, t: torch.Tensor, x_partner: torch.Tensor, t_partner: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x * lam + x_partner * (1 - lam), and the soft labels alike; lam broadcasts over the rows."""
+    return x * lam + x_partner * (1 - lam), t * lam + t_partner * (1 - lam)
+
+
+def _check_options(options: FoldOptions, n_train: int) -> None:
+    if options.mixup_alpha > 0 and not (options.n_real is None or 1 <= options.n_real <= n_train):
+        raise ConfigError(f"`n_real` must be between 1 and the {n_train} training rows, but got {options.n_real}.")
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -62,10 +160,12 @@ def fit_mlp(
     n_classes: int,
     config: TrainConfig,
     seed: int,
+    options: FoldOptions = PLAIN,
 ) -> FitResult:
-    """Train one MLP; keep the weights of the epoch with the lowest validation loss (patience ``config.patience``)."""
+    """Train one MLP; its readings are the lowest-validation-loss epoch's weights (early stopping with patience
+    ``config.patience``) and/or the weights after ``config.fixed_epochs`` epochs."""
     with cpu_threads(config.threads):
-        return _fit_mlp(X_train, y_train, X_val, y_val, n_classes=n_classes, config=config, seed=seed)
+        return _fit_mlp(X_train, y_train, X_val, y_val, n_classes=n_classes, config=config, seed=seed, options=options)
 
 
 @contextlib.contextmanager
@@ -89,27 +189,52 @@ def _fit_mlp(
     n_classes: int,
     config: TrainConfig,
     seed: int,
+    options: FoldOptions,
 ) -> FitResult:
     device = resolve_device(config.device)
     Xt, yt, Xv, yv = (torch.as_tensor(a).to(device) for a in (X_train, y_train, X_val, y_val))
     Xt, Xv = Xt.float(), Xv.float()
     yt, yv = yt.long(), yv.long()
+    _check_options(options, Xt.shape[0])
     gen = torch.Generator().manual_seed(seed)
     model = MLP(MLPConfig(in_dim=Xt.shape[1], hidden_dim=config.hidden_dim, n_classes=n_classes))
     model.reset_parameters(gen)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    weight = class_weights(yt, n_classes).to(device) if options.loss == "weighted" else None
+    adjust = logit_adjustment(yt, n_classes, options.tau).to(device) if options.loss == "logit_adjusted" else None
+    mixing = options.mixup_alpha > 0
+    rng = np.random.default_rng(options.mixup_seed) if mixing else None
+    n_real = options.n_real or Xt.shape[0]
+    onehot = torch.nn.functional.one_hot(yt, n_classes).float() if mixing else None
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits + adjust if adjust is not None else logits, y, weight=weight)
+
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_balanced_accuracy": []}
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
+    es_done, stop_epoch, fixed_state = False, 0, None
+    need_es, need_fixed = "es" in config.readings, "fixed" in config.readings
     n = Xt.shape[0]
     epoch = 0
-    for epoch in range(1, config.max_epochs + 1):
+    for epoch in range(1, config.horizon + 1):
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
+        if rng is not None:
+            lam, partner = mixup_draws(rng, options.mixup_alpha, -(-n // config.batch_size), n, n_real)
+            lam_t, partner_t = torch.from_numpy(lam).to(device), torch.from_numpy(partner).to(device)
         total = torch.zeros((), device=device)
-        for start in range(0, n, config.batch_size):
+        for b, start in enumerate(range(0, n, config.batch_size)):
             idx = perm[start : start + config.batch_size]
-            loss = F.cross_entropy(model(Xt[idx]), yt[idx])
+            if onehot is None:
+                loss = loss_fn(model(Xt[idx]), yt[idx])
+            else:
+                p = partner_t[start : start + config.batch_size]
+                x, t = mix(Xt[idx], onehot[idx], Xt[p], onehot[p], lam_t[b])
+                logits = model(x)
+                u = t * weight if weight is not None else t
+                logp = torch.log_softmax(logits + adjust if adjust is not None else logits, dim=1)
+                loss = -(u * logp).sum() / u.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -117,18 +242,32 @@ def _fit_mlp(
         model.eval()
         with torch.no_grad():
             logits = model(Xv)
-            val_loss = float(F.cross_entropy(logits, yv))
+            val_loss = float(loss_fn(logits, yv))
             val_bacc = balanced_accuracy(yv.cpu().numpy(), logits.argmax(1).cpu().numpy())
         history["train_loss"].append(float(total) / n)
         history["val_loss"].append(val_loss)
         history["val_balanced_accuracy"].append(val_bacc)
-        if val_loss < best_loss:
-            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= config.patience:
+        if not es_done:
+            if val_loss < best_loss:
+                best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= config.patience:
+                es_done, stop_epoch = True, epoch
+            if epoch == config.max_epochs and not es_done:
+                es_done, stop_epoch = True, epoch
+        if epoch == config.fixed_epochs:
+            fixed_state = copy.deepcopy(model.state_dict())
+        if (es_done or not need_es) and (fixed_state is not None or not need_fixed):
             break
-    model.load_state_dict(best_state)
-    model.eval()
-    return FitResult(model=model, best_epoch=best_epoch, epochs_run=epoch, history=history)
+    states = {"es": best_state, "fixed": fixed_state if fixed_state is not None else copy.deepcopy(model.state_dict())}
+    readings = {}
+    for name in config.readings:
+        m = MLP(model.config)
+        m.load_state_dict(states[name])
+        readings[name] = m.to(device).eval()
+    return FitResult(
+        model=readings[config.primary], best_epoch=best_epoch, epochs_run=epoch, history=history, readings=readings,
+        stop_epoch=stop_epoch if es_done else epoch, fixed_epochs=min(config.fixed_epochs, epoch),
+    )
 
 
 def fit_folds(
@@ -137,16 +276,65 @@ def fit_folds(
     n_classes: int,
     config: TrainConfig,
     seeds: Sequence[int],
+    options: Sequence[FoldOptions] | None = None,
 ) -> list[FitResult]:
     """Train one MLP per (X_train, y_train, X_val, y_val) fold with the configured engine; same results either way."""
+    options = list(options) if options is not None else [PLAIN] * len(folds)
     if config.engine == "sequential":
-        return [fit_mlp(*fold, n_classes=n_classes, config=config, seed=seed) for fold, seed in zip(folds, seeds, strict=True)]
+        return [
+            fit_mlp(*fold, n_classes=n_classes, config=config, seed=seed, options=opt)
+            for fold, seed, opt in zip(folds, seeds, options, strict=True)
+        ]
     from embalance.batched import fit_mlp_batched
 
     with cpu_threads(config.threads):
         return fit_mlp_batched(
-            folds, n_classes=n_classes, config=config, seeds=seeds, max_models_per_group=config.max_models_per_group, max_group_bytes=config.max_group_bytes
+            folds, n_classes=n_classes, config=config, seeds=seeds, options=options,
+            max_models_per_group=config.max_models_per_group, max_group_bytes=config.max_group_bytes,
         )
+
+
+def refit_last_layer(
+    model: MLP,
+    X: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    reinit: bool = False,
+) -> MLP:
+    """A copy of ``model`` whose output layer alone is re-fitted on (X, y) with Adam and plain cross-entropy.
+
+    The hidden layer is copied bit for bit and never updated: its features are computed once, without gradients.
+    ``reinit`` starts the output layer from a fresh initialisation (drawn from ``seed``) instead of its trained weights.
+    """
+    new = copy.deepcopy(model)
+    device = next(new.parameters()).device
+    X = torch.as_tensor(X).float().to(device)
+    y = torch.as_tensor(y).long().to(device)
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
+        raise ConfigError(f"refit needs X (n, d) and y (n,) with n >= 1, but got X {tuple(X.shape)} and y {tuple(y.shape)}.")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        H = torch.relu(new.hidden(X))  # (n, hidden): frozen features
+        if reinit:
+            bound = 1.0 / math.sqrt(new.out.in_features)
+            new.out.weight.copy_(torch.rand(new.out.weight.shape, generator=gen) * 2 * bound - bound)
+            new.out.bias.copy_(torch.rand(new.out.bias.shape, generator=gen) * 2 * bound - bound)
+    opt = torch.optim.Adam(new.out.parameters(), lr=lr)
+    n = H.shape[0]
+    new.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(device)
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            loss = F.cross_entropy(new.out(H[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return new.eval()
 
 
 @torch.no_grad()

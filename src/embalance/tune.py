@@ -26,7 +26,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,13 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from embalance import tracking
-from embalance.config import METHODS, set_values, validate
+from embalance.config import BASE_METHODS, OPTIONS, parse_method, set_values, validate
 from embalance.errors import ConfigError
 from embalance.io import ensure_writable_dir, write_json
 from embalance.sweep import (
     Embeddings,
     FoldOutcome,
+    apply_refit,
     cell_folds,
     fold_outcome,
     load_embeddings,
@@ -65,10 +66,13 @@ class Dimension:
     high: float | None = None
     log: bool = False
     choices: tuple[Any, ...] = ()
-    methods: tuple[str, ...] = ()  # empty: every method
+    methods: tuple[str, ...] = ()  # empty: every method; else method names, bases or options (mixup: any +mixup)
 
     def applies_to(self, method: str) -> bool:
-        return not self.methods or method in self.methods
+        if not self.methods:
+            return True
+        spec = parse_method(method)
+        return method in self.methods or spec.base in self.methods or any(getattr(spec, o) and o in self.methods for o in OPTIONS)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "int":
@@ -96,9 +100,12 @@ def parse_space(tune: Mapping[str, Any], params: Mapping[str, Any], size: int) -
         if kind not in KINDS:
             raise ConfigError(f"`tune.space.{key}.type` must be one of {', '.join(KINDS)}, but got {kind!r}.")
         methods = tuple(spec.get("methods") or ())
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if not _names_methods(m)]
         if unknown:
-            raise ConfigError(f"`tune.space.{key}.methods` names unknown methods {unknown}; known methods: {', '.join(METHODS)}.")
+            raise ConfigError(
+                f"`tune.space.{key}.methods` names unknown methods {unknown}; allowed: methods ({', '.join(BASE_METHODS)}), "
+                f"their options ({', '.join(OPTIONS)}: every method with it) or full names such as smote+mixup."
+            )
         if kind == "categorical":
             choices = tuple(spec.get("choices") or ())
             if not choices:
@@ -113,6 +120,17 @@ def parse_space(tune: Mapping[str, Any], params: Mapping[str, Any], size: int) -
             dim = Dimension(key, kind, low=low, high=high, log=bool(spec.get("log")), methods=methods)
         dims.append(_bound_by_data(dim, size, params["cv"]["n_folds"]))
     return dims
+
+
+def _names_methods(name: Any) -> bool:
+    """A `methods:` entry of the space: a base method, an option, or a full method name."""
+    if name in OPTIONS:
+        return True
+    try:
+        parse_method(name)
+    except ConfigError:
+        return False
+    return True
 
 
 def _is_param(params: Mapping[str, Any], key: str) -> bool:
@@ -236,8 +254,7 @@ def study_specs(params: Mapping[str, Any], dataset: str, sizes: Sequence[int] | 
     if not methods:
         raise ConfigError(f"`tune.methods` must be a non-empty list of methods, but got {tune.get('methods')!r}.")
     for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"Unknown method {m!r} in `tune.methods`; known methods: {', '.join(METHODS)}.")
+        parse_method(m)  # names the bad part and what is allowed
     if tune.get("sampler") not in SAMPLERS:
         raise ConfigError(f"`tune.sampler` must be one of {', '.join(SAMPLERS)}, but got {tune.get('sampler')!r}.")
     if tune.get("pruner") not in PRUNERS:
@@ -291,13 +308,15 @@ def with_overrides(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict
 def validation_folds(emb: Embeddings, params: Mapping[str, Any], spec: StudySpec, config: Mapping[str, Any]) -> Iterator[FoldOutcome]:
     """Train the folds of a configuration one at a time, scoring each on its held-out fold only (no test set)."""
     p = with_overrides(params, config)
-    train_cfg = TrainConfig.from_params(p["train"])
+    # Only the reading that is scored: no training beyond what it needs.
+    train_cfg = replace(TrainConfig.from_params(p["train"]), both_readings=False)
     for item in cell_folds(emb, method=config["method"], size=spec.size, params=p, dataset=spec.dataset):
         if isinstance(item, FoldOutcome):
             yield item
             continue
         t0 = time.perf_counter()
-        fit = fit_mlp(item.X, item.y, item.X_val, item.y_val, n_classes=emb.n_classes, config=train_cfg, seed=item.seed)
+        fit = fit_mlp(item.X, item.y, item.X_val, item.y_val, n_classes=emb.n_classes, config=train_cfg, seed=item.seed, options=item.options)
+        fit = apply_refit(item, fit, p)
         yield fold_outcome(item, fit, emb.n_classes, None, item.seconds + time.perf_counter() - t0)
 
 
@@ -377,7 +396,7 @@ def _run_trial(
             for outcome in validation_folds(emb, params, spec, config):
                 if outcome.status != "ok":
                     raise optuna.TrialPruned(f"fold {outcome.fold} could not run: {outcome.status}: {outcome.reason}")
-                score = outcome.metrics["best_val_balanced_accuracy"]
+                score = outcome.metrics["val_balanced_accuracy"]
                 scores.append(score)
                 writer.log(run_id, metrics={"val_balanced_accuracy": score}, step=outcome.fold)
                 trial.report(score, step=outcome.fold)
