@@ -179,17 +179,15 @@ def test_pruning_saves_work_on_hopeless_configurations(project: tuple[Path, dict
     for pruner in ("none", "wilcoxon"):
         q = copy.deepcopy(p)
         q["tune"].update(pruner=pruner, storage=f"sqlite:///{tmp_path}/{pruner}.db")
-        t0 = time.perf_counter()
         tune.run(q, "tiny")
         trials = _study(q).trials
-        spent[pruner] = (sum(t.user_attrs["folds_run"] for t in trials), time.perf_counter() - t0, trials)
-    folds_none, time_none, _ = spent["none"]
-    folds_pruned, time_pruned, trials = spent["wilcoxon"]
+        spent[pruner] = (sum(t.user_attrs["folds_run"] for t in trials), trials)
+    folds_none, _ = spent["none"]
+    folds_pruned, trials = spent["wilcoxon"]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert folds_none == 10 * 8
     assert pruned and all(t.params["train.lr"] == 1e-7 and t.user_attrs["folds_run"] < 8 for t in pruned)
-    assert folds_pruned < folds_none
-    assert time_pruned < time_none, (time_pruned, time_none)
+    assert folds_pruned < folds_none  # the work saved, counted in folds (wall time is for benchmarks, not tests)
     assert _study(q).best_trial.params["train.lr"] == 3e-3
 
 

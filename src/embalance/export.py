@@ -40,7 +40,14 @@ from torch import nn
 
 from embalance import predict as runtime
 from embalance.augment import ResampleInfo, resample
-from embalance.config import apply_overrides, derive_seed, parse_method, seed_everything, validate
+from embalance.config import (
+    BASE_METHODS,
+    apply_overrides,
+    derive_seed,
+    parse_method,
+    seed_everything,
+    validate,
+)
 from embalance.errors import ConfigError, EmbalanceError, InfeasibleResampling
 from embalance.io import ensure_writable_dir, file_md5, write_json
 from embalance.model import MLP
@@ -85,7 +92,10 @@ class ExportSettings:
         if unknown:
             raise ConfigError(f"Unknown key(s) {unknown} in `export`; known keys: {', '.join(cls.__dataclass_fields__)}.")
         s = cls(**sec)
-        parse_method(s.method)  # raises, naming the bad part and what is allowed
+        try:
+            parse_method(s.method)
+        except ConfigError as e:
+            raise ConfigError(f"`export.method` must be one of {', '.join(BASE_METHODS)} (with +mixup, +refit), but got {s.method!r}: {e}") from e
         if not (isinstance(s.minority_size, int) and not isinstance(s.minority_size, bool) and s.minority_size >= 2):
             raise ConfigError(f"`export.minority_size` must be an integer >= 2, but got {s.minority_size!r}.")
         if not isinstance(s.use_best, bool):
