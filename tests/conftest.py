@@ -53,6 +53,8 @@ def tiny_params(base_params: dict, tiny_mirror: Path, tmp_path: Path) -> dict:
     p = copy.deepcopy(base_params)
     p["data"].update(datasets=["tiny"], mirror=str(tiny_mirror), max_train_per_class=None, class_names={"tiny": ["negative", "positive"]})
     p["imbalance"].update(sizes=[8, 32])
+    # A method of each kind: the paper's, a rebalancing loss, undersampling, and the SYNAuG options.
+    p["augment"]["methods"] = ["none", "random", "smote", "vae", "undersample", "weighted", "smote+mixup+refit"]
     p["cv"]["n_folds"] = 2
     p["train"].update(max_epochs=4, patience=2, fixed_epochs=3)
     p["augment"]["on_small_class"] = "raise"  # so that SMOTE at n=8 (4 per training part <= k=5) is a recorded failure
