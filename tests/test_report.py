@@ -346,7 +346,7 @@ def test_variants_are_paired_with_their_plain_base_and_one_option_fewer() -> Non
 
     lines = report.variant_lines(c, "test_balanced_accuracy", "toy", 0.05, missing)
     text = "\n".join(lines)
-    assert "- `smote+mixup` vs `smote` (adds mixup): significantly better at 1 of 2 sizes (n = 8), significantly worse at 0; mean paired difference +0.0 to +3.1 pp" in text
+    assert "- `smote+mixup` vs `smote` (adds mixup): significantly better at 1 of 2 sizes (n = 8), significantly worse at 0; mean paired difference +0.0 to +3.1 pp, the largest in absolute value +3.1 pp at n=8 (r = +1.00, Holm p = 0.00391)." in text
     assert "- `smote+refit` vs `smote` (adds refit): significantly better at 0 of 2 sizes, significantly worse at 2 (n = 8, 16)" in text
     assert "- Adding mixup, over 2 comparisons: 3 of 4 (comparison, size) tests significantly better, 0 significantly worse." in text
     assert "- Adding refit, over 2 comparisons: 2 of 4 (comparison, size) tests significantly better, 2 significantly worse." in text
@@ -377,6 +377,8 @@ def test_readings_compare_early_stopping_with_the_fixed_budget() -> None:
     assert t.loc[("none", 8), "es_mean"] == pytest.approx(BASE.mean()) and t.loc[("none", 8), "fixed_mean"] == pytest.approx(BASE.mean() + 2 * U)
     assert t["significant"].to_dict() == {("none", 8): True, ("none", 16): False, ("random", 8): False, ("random", 16): False, ("smote", 8): True, ("smote", 16): True}
     assert t.loc[("none", 8), "p_holm"] == pytest.approx(2 * 2 / 1024)  # n=16 (all zero, p = 1) is still in the family
+    md = report.readings_markdown(t.reset_index(), means=True)  # mean of BASE: 0.5 + 4.5/512 = 0.5088
+    assert "| `none` | 0.509 → 0.540: **+3.1 pp (r=+1.00, p=0.00391)** | 0.509 → 0.509: +0.0 pp (r=+0.00, p=1) |" in md
 
     h = {x["conclusion"]: x for x in report.headline_readings(folds, ["none", "random", "smote"], ["smote"], ["random"], alpha=0.05)}
     assert list(h) == ["every method vs `none`", "synthetic vs `random`", "best synthetic vs best plain rebalancing"]
@@ -391,10 +393,10 @@ def test_readings_compare_early_stopping_with_the_fixed_budget() -> None:
     assert "`test_*` (every other table) is the early-stopping reading" in text and "`train.fixed_epochs` = 20" in text
     assert "significantly higher in 1 of 6 (method, size) cells, significantly lower in 2" in text
     assert "`none` 1 higher/0 lower, `smote` 0 higher/2 lower" in text
-    assert ("**On toy the headline conclusions change under the fixed reading**: synthetic vs `random`, "
-            "best synthetic vs best plain rebalancing.") in text
+    assert ("**On toy the headline conclusions change under the fixed reading**: synthetic vs `random`, **yes** → **no significant difference**; "
+            "best synthetic vs best plain rebalancing, **yes** → **no significant difference**.") in text
     assert "early stopping **yes** (4 significantly better, 0 worse of 4 (method, size) tests), fixed budget **yes** (2 better, 0 worse)" in text
-    assert "`random` n=8: better → n.s.; `smote` n=8: better → n.s." in text
+    assert "; 2 (method, size) outcome(s) change (`random` n=8: better → n.s.; `smote` n=8: better → n.s.)." in text
     # Not both readings recorded: said plainly, no table, no headline.
     one = folds.drop(columns=["es_test_balanced_accuracy", "fixed_test_balanced_accuracy"])
     assert report.readings_table(one, alpha=0.05).empty and report.headline_readings(one, ["none", "smote"], ["smote"], ["random"], alpha=0.05) == []

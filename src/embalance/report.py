@@ -1164,7 +1164,7 @@ def variant_lines(comp: pd.DataFrame, metric: str, dataset: str, alpha: float, m
         top = g.loc[g["mean_diff"].abs().idxmax()]
         lines.append(
             f"- `{variant}` vs `{ref}` (adds {added}): {found}; mean paired difference {100 * g['mean_diff'].min():+.1f} to "
-            f"{100 * g['mean_diff'].max():+.1f} pp, largest in size {100 * top['mean_diff']:+.1f} pp at n={top['minority_size']} "
+            f"{100 * g['mean_diff'].max():+.1f} pp, the largest in absolute value {100 * top['mean_diff']:+.1f} pp at n={top['minority_size']} "
             f"(r = {top['rank_biserial']:+.2f}, Holm p = {top['p_holm']:.3g})."
         )
     for added, g in df.groupby("added", sort=False):
@@ -1264,13 +1264,13 @@ def headline_lines(headline: Sequence[Mapping[str, Any]], dataset: str, max_chan
         changes = h["changes"]
         if changes:
             shown = "; ".join(f"`{m}` n={s}: {a} → {b}" for m, s, a, b in changes[:max_changes])
-            text += f"; {len(changes)} outcome(s) change: {shown}" + ("; …" if len(changes) > max_changes else "")
+            text += f"; {len(changes)} (method, size) outcome(s) change ({shown}" + ("; …)" if len(changes) > max_changes else ")")
         else:
             text += "; every outcome the same"
         lines.append(text + ".")
-    changed = [h["conclusion"] for h in headline if h["verdicts"]["es"] != h["verdicts"]["fixed"]]
+    changed = [f"{h['conclusion']}, **{h['verdicts']['es']}** → **{h['verdicts']['fixed']}**" for h in headline if h["verdicts"]["es"] != h["verdicts"]["fixed"]]
     if changed:
-        summary = f"- **On {dataset} the headline conclusions change under the fixed reading**: {', '.join(changed)}."
+        summary = f"- **On {dataset} the headline conclusions change under the fixed reading**: {'; '.join(changed)}."
     elif any(h["changes"] for h in headline):
         summary = f"- **On {dataset} the headline conclusions do not change under the fixed reading** (the verdicts are the same; single (method, size) outcomes differ, listed below)."
     else:
@@ -1673,13 +1673,14 @@ def readme_text(reports: Sequence[DatasetReport], params: Mapping[str, Any]) -> 
         out += [*readings_lines(r.readings, r.headline, r.primary_reading, d, alpha, params.get("train", {}).get("fixed_epochs")), ""]
         if len(r.readings):
             out += [
-                f"{_cap(METRICS[PRIMARY_METRIC])}, fixed budget − early stopping (pp, rank-biserial r, Holm p over sizes; **bold**: significant):", "",
-                readings_markdown(r.readings, means=False), "",
+                f"{_cap(METRICS[PRIMARY_METRIC])}: mean under early stopping → mean under the fixed budget, and fixed − early stopping "
+                "(pp, rank-biserial r, Holm p over sizes; **bold**: significant):", "",
+                readings_markdown(r.readings, means=True), "",
             ]
         if f"{d}_readings.png" in r.figures:
             out += [f"![{d}: fixed budget vs early stopping](figures/{d}_readings.png)", ""]
         if len(r.early_stops):
-            out += [f"Both means per cell: {_link(f'tables/{d}_training_length.md')}.", ""]
+            out += [f"As tables: {_link(f'tables/{d}_training_length.md')}.", ""]
 
     for r in reports:
         d = r.dataset
