@@ -1355,7 +1355,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(methods, list):
             raise ConfigError(f"`report.{section}.methods` must be a list of oversampling methods ({', '.join(SAMPLE_METHODS)}), but got {methods!r}.")
         if methods:
-            _check_methods(methods, f"{section}.methods", SAMPLE_METHODS, "oversampling methods (they need added minority rows)")
+            _check_methods(methods, f"{section}.methods", SAMPLE_METHODS, "oversampling methods, which add minority rows")
         if params["augment"]["backend"] == "imblearn" and "vae" in methods:
             raise ConfigError(f"`report.{section}.methods` lists vae, which has no imbalanced-learn implementation; use `augment.backend: embalance` or drop it.")
         mp = sec.get("max_points")
