@@ -184,7 +184,7 @@ def test_check_params_names_the_bad_value(tiny_params: dict) -> None:
         report.check_params(p)
     p["report"] = copy.deepcopy(REPORT_PARAMS)
     p["report"]["projection"]["methods"] = ["none"]
-    with pytest.raises(ConfigError, match=r"`report.projection.methods` must list oversampling methods .* but got 'none': `none` neither rebalances nor adds rows"):
+    with pytest.raises(ConfigError, match=r"`report.projection.methods` must list oversampling methods, which add minority rows \(random, smote, borderline, adasyn, vae\), but got 'none': `none` neither rebalances nor adds rows"):
         report.check_params(p)
 
 
@@ -431,7 +431,7 @@ def test_report_params_name_the_bad_method(tiny_params: dict) -> None:
     bad("select_by", "train", r"`report.select_by` must be one of validation, test .*but got 'train'")
     bad("early_epochs", 0, r"`report.early_epochs` must be an integer >= 1 .*but got 0")
     bad("early_epochs", True, r"`report.early_epochs` must be an integer >= 1")
-    bad("projection.methods", ["smote", "weighted"], r"`report.projection.methods` must list oversampling methods .*but got 'weighted': `weighted` rebalances through the loss and adds no rows")
+    bad("projection.methods", ["smote", "weighted"], r"`report.projection.methods` must list oversampling methods, which add minority rows .*, but got 'weighted': `weighted` rebalances through the loss and adds no rows")
     bad("separability.methods", ["undersample"], r"but got 'undersample': `undersample` removes majority rows and adds none")
     bad("separability.methods", ["smote+refit"], r"has the rows of `smote`")
     bad("baselines", ["none", "smote+foo"], r"`report.baselines`: Unknown option 'foo'")
