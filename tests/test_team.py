@@ -380,3 +380,23 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(tune_project: tup
         if number != victim.number:
             assert r.info.status == "FINISHED" and r.data.tags["optuna.state"] == trials[number].state.name
     assert json.loads((root / "results" / "tiny" / "best.json").read_text())["studies"][0]["n_trials"]["fail"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"heartbeat_interval": 0}, r"`tune.heartbeat_interval` must be a whole number of seconds >= 1, or null, but got 0"),
+        ({"grace_period": 2.5}, r"`tune.grace_period` must be a whole number of seconds >= 1, or null, but got 2.5"),
+        ({"heartbeat_interval": 10, "grace_period": 10}, r"`tune.grace_period` must be longer than `tune.heartbeat_interval` .* grace_period=10 with heartbeat_interval=10"),
+    ],
+)
+def test_heartbeat_settings_are_checked(base_params: dict, change: dict, message: str) -> None:
+    from embalance import tune
+    from embalance.errors import ConfigError
+
+    p = copy.deepcopy(base_params)
+    p["tune"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        tune.study_specs(p, "sst2")
+    p["tune"].update(heartbeat_interval=None, grace_period=None)  # no heartbeats: allowed
+    assert tune.study_specs(p, "sst2")
