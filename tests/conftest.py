@@ -80,10 +80,13 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny_mirror: Path, base_
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory):
-    """A private PostgreSQL server on 127.0.0.1 (the image's PostgreSQL binaries, run as the `postgres` user).
+    """A PostgreSQL server on 127.0.0.1 for the tests.
 
-    Yields a function that creates a fresh database and returns its SQLAlchemy URL. Skips with a reason when no
-    PostgreSQL can be started here, and fails instead when CI is set (the tests must run in CI).
+    With ``EMBALANCE_TEST_POSTGRES`` set (the URL of a database a superuser can connect to, e.g. the server that
+    .ci/run starts), that server is used; otherwise a private one is started here from the PostgreSQL binaries
+    (Debian's `postgresql` package), run as the `postgres` user. Yields a function that creates a fresh database and
+    returns its SQLAlchemy URL. Skips with a reason when no PostgreSQL can be had, and fails instead when CI is set
+    (the tests must run in CI).
     """
     import glob
     import pwd
@@ -96,6 +99,10 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory):
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is needed in CI but {reason}")
         pytest.skip(f"no PostgreSQL server: {reason}")
+
+    if os.environ.get("EMBALANCE_TEST_POSTGRES"):
+        yield from _given_postgres(os.environ["EMBALANCE_TEST_POSTGRES"], unavailable)
+        return
 
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
@@ -129,3 +136,37 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory):
     finally:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _given_postgres(admin_url: str, unavailable):
+    """The ``postgres_server`` fixture on a server that is already running: databases are created and dropped there."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(admin_url)
+    except Exception as e:
+        unavailable(f"EMBALANCE_TEST_POSTGRES={admin_url!r} is not a database URL ({e}); expected postgresql+psycopg://user@host:port/db")
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as e:
+        unavailable(f"EMBALANCE_TEST_POSTGRES={url.render_as_string()} cannot be reached: {e}")
+    created: list[str] = []
+
+    def new_database() -> str:
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+
+    try:
+        yield new_database
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            for name in created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

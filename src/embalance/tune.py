@@ -5,11 +5,13 @@ the balanced test set is not loaded during the search. Folds are reported to Opt
 pruner (``WilcoxonPruner``) stops hopeless trials early. The search space lives in ``tune.space`` of
 params.yaml: dotted parameter keys, each with its distribution and the methods it applies to.
 
-A study lives in an Optuna storage (default ``sqlite:///optuna.db``; ``postgresql://...`` or
+A study lives in an Optuna storage (default ``sqlite:///optuna.db``; ``postgresql+psycopg://...`` or
 ``journal:<file>`` for a team). Re-running with the same study name resumes it: finished trials are kept and only
 the missing number is run. Any number of workers (``--n-jobs`` processes here, or ``embalance tune --worker-only``
-on other machines) share one study: each new trial is asked for under a storage-wide lock, after counting the
-finished and running ones, so together they run exactly ``n_trials`` trials and no trial twice.
+on other machines) share one study: each new trial is asked for under a lock of the study (an advisory lock in
+PostgreSQL, a file lock beside a file storage), after counting the finished and running ones, so together they run
+exactly ``n_trials`` trials and no trial twice. With an RDB storage every running trial records a heartbeat; a
+trial whose worker died (SIGKILL, a lost machine) is failed after ``tune.grace_period`` and a replacement runs.
 
 After the search, the best configuration and the untuned default of the same method are each evaluated once with
 the full protocol on the balanced test set; both go to MLflow and to ``results/<dataset>/best.json``.
@@ -24,8 +26,10 @@ import itertools
 import multiprocessing as mp
 import os
 import signal
+import socket
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,10 +37,10 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from embalance import tracking
-from embalance.config import BASE_METHODS, OPTIONS, parse_method, set_values, validate
+from embalance.config import BASE_METHODS, OPTIONS, derive_seed, parse_method, set_values, validate
 from embalance.errors import ConfigError
 from embalance.io import ensure_writable_dir, write_json
 from embalance.sweep import (
@@ -54,6 +58,8 @@ from embalance.train import TrainConfig, fit_mlp
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("wilcoxon", "none")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+WORKERS_JOINED = "embalance.workers_joined"  # a study attribute: how many workers have joined it so far
+SCHEMA_LOCK_KEY = 0x656D62616C616E63  # "embalanc": the advisory lock under which Optuna's tables are created
 KINDS = ("int", "float", "categorical")
 
 
@@ -183,8 +189,19 @@ def grid_configs(tune: Mapping[str, Any], dims: Sequence[Dimension], methods: Se
 
 
 # ------------------------------------------------------------------------------------------------- storage
-def open_storage(url: str, *, heartbeat_interval: int | None, grace_period: int | None) -> optuna.storages.BaseStorage:
-    """An Optuna storage from a URL: ``sqlite:///f.db``, ``postgresql://...``, or ``journal:<file>``. Checked now."""
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL: ``sqlite:///f.db``, ``postgresql+psycopg://...``, or ``journal:<file>``. Checked now.
+
+    With an RDB storage and a ``heartbeat_interval``, every running trial records a heartbeat; a trial whose last
+    heartbeat is older than ``grace_period`` is failed by the next worker that asks for a trial, which then calls
+    ``on_stale(study, trial)`` (Optuna's ``heartbeat_stale_trial_callback``).
+    """
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
@@ -193,31 +210,56 @@ def open_storage(url: str, *, heartbeat_interval: int | None, grace_period: int 
             ensure_writable_dir(path.parent if str(path.parent) else Path("."))
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        with _quiet_optuna():  # heartbeats are experimental in Optuna, used on purpose
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        # Optuna creates its tables when it opens a storage; workers that start together on a new PostgreSQL
+        # database would race to create them (and fail on a duplicate type), so they take turns.
+        schema_lock = _advisory_lock(url, SCHEMA_LOCK_KEY) if url.startswith("postgresql") else contextlib.nullcontext()
+        with _quiet_optuna(), schema_lock:  # heartbeats are experimental in Optuna, used on purpose
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period, heartbeat_stale_trial_callback=on_stale
+            )
         storage.get_all_studies()  # touch it: a bad URL fails here, before any trial
         return storage
     except ConfigError:
         raise
     except Exception as e:  # SQLAlchemy, driver and OS errors all mean "cannot open"
-        raise ConfigError(f"Cannot open the Optuna storage {url!r}: {type(e).__name__}: {e}. Allowed: sqlite:///<file>, postgresql://<user>@<host>/<db>, journal:<file>.") from e
+        raise ConfigError(
+            f"Cannot open the Optuna storage {url!r}: {type(e).__name__}: {e}. "
+            "Allowed: sqlite:///<file>, postgresql+psycopg://<user>@<host>/<db>, journal:<file>."
+        ) from e
+
+
+def lock_key(study_name: str) -> int:
+    """The PostgreSQL advisory-lock key of a study: from its name only, so that every worker computes the same key
+    whatever spelling of the storage URL it was given (host name or address, password, driver)."""
+    return int(hashlib.sha256(study_name.encode()).hexdigest()[:15], 16)
 
 
 @contextlib.contextmanager
-def storage_lock(url: str) -> Iterator[None]:
-    """A lock that every worker of a study shares: a file lock beside a file storage, an advisory lock in PostgreSQL."""
-    if url.startswith("postgresql"):
-        import sqlalchemy
+def _advisory_lock(url: str, key: int) -> Iterator[None]:
+    """A PostgreSQL session-level advisory lock, held on a connection of its own (released if the process dies)."""
+    import sqlalchemy
 
-        key = int(hashlib.sha256(url.encode()).hexdigest()[:15], 16)
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
                 yield
             finally:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def storage_lock(url: str, study_name: str) -> Iterator[None]:
+    """A lock that every worker of a study shares: a file lock beside a file storage, an advisory lock in PostgreSQL.
+
+    PostgreSQL's advisory locks are scoped to a database, so the key only has to tell the studies in it apart.
+    """
+    if url.startswith("postgresql"):
+        with _advisory_lock(url, lock_key(study_name)):
+            yield
         return
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
@@ -262,6 +304,16 @@ def study_specs(params: Mapping[str, Any], dataset: str, sizes: Sequence[int] | 
     n_trials = tune.get("n_trials")
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ConfigError(f"`tune.n_trials` must be an integer >= 1, but got {n_trials!r}.")
+    for key in ("heartbeat_interval", "grace_period"):
+        value = tune.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"`tune.{key}` must be a whole number of seconds >= 1, or null, but got {value!r}.")
+    interval, grace = tune.get("heartbeat_interval"), tune.get("grace_period")
+    if interval is not None and grace is not None and grace <= interval:
+        raise ConfigError(
+            f"`tune.grace_period` must be longer than `tune.heartbeat_interval` (a live worker records one heartbeat per interval), "
+            f"but got grace_period={grace} with heartbeat_interval={interval}."
+        )
     specs = []
     for size in sizes or tune.get("sizes") or []:
         if not isinstance(size, int) or size < 2:
@@ -328,29 +380,90 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated(f"signal {signum}")
 
 
+def worker_name() -> str:
+    """Who runs a trial: ``<host>:<pid>``, kept as the trial's Optuna user attribute ``worker`` and MLflow tag ``embalance.worker``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def run_worker(params: Mapping[str, Any], spec: StudySpec, *, emb: Embeddings, parent_run_id: str, experiment_id: str, progress: bool = True) -> int:
-    """Run trials of one study until it holds ``spec.n_trials`` finished or running trials. Returns trials run here."""
+    """Run trials of one study until it holds ``spec.n_trials`` finished trials. Returns the number of trials run here.
+
+    Each trial is taken under the study's lock, after failing stale trials (heartbeats) and counting the finished
+    and running ones, so that all workers together run exactly ``n_trials`` trials and none twice. When the missing
+    trials are all running on other workers, a worker with heartbeats waits instead of leaving: if one of those
+    workers dies, its trial is failed once ``grace_period`` has passed without a heartbeat, and a waiting worker runs
+    a replacement. Without heartbeats (a journal storage, ``heartbeat_interval: null``) a dead worker cannot be told
+    from a slow one, so a running trial counts as taken and the worker leaves.
+    """
     tune = params["tune"]
-    storage = open_storage(spec.storage, heartbeat_interval=tune.get("heartbeat_interval"), grace_period=tune.get("grace_period"))
-    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec.sampler, params["seed"]), pruner=make_pruner(tune))
     writer = tracking.RunWriter(experiment_id, {**tracking.git_info(), **emb.tags, "embalance.dataset": spec.dataset, "embalance.study": spec.name})
+    storage = open_storage(spec.storage, heartbeat_interval=tune.get("heartbeat_interval"), grace_period=tune.get("grace_period"),
+                           on_stale=_stale_trial_closer(writer, parent_run_id, tune.get("grace_period")))  # fmt: skip
+    with storage_lock(spec.storage, spec.name):
+        study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(tune))
+        index = _join(study)
+    # The first worker of a study samples with `seed` itself (one worker: the same trials as ever); each later one
+    # with a seed of its own, so that workers started together do not all draw the same configurations.
+    study.sampler = make_sampler(spec.sampler, params["seed"] if index == 0 else derive_seed(params["seed"], "tune worker", index))
+    heartbeats = _heartbeat_enabled(storage)
+    poll_s = 1.0  # while waiting on other workers: one lock and one count a second
+    me = worker_name()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    ran = 0
+    ran, waiting = 0, False
     try:
         with _quiet_optuna():
             while True:
-                with storage_lock(spec.storage):
-                    if _heartbeat_enabled(storage):
+                trial = None
+                with storage_lock(spec.storage, spec.name):
+                    if heartbeats:
                         optuna.storages.fail_stale_trials(study)
-                    busy = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
-                    if busy >= spec.n_trials:
+                    states = [t.state for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))]
+                    finished, running = sum(s in FINISHED for s in states), states.count(TrialState.RUNNING)
+                    if finished >= spec.n_trials or (finished + running >= spec.n_trials and not heartbeats):
                         break
-                    trial = study.ask()
-                _run_trial(study, trial, params, spec, emb, writer, parent_run_id, progress)
+                    if finished + running < spec.n_trials:
+                        trial = study.ask()
+                        trial.set_user_attr("worker", me)
+                        if heartbeats:  # before the lock is released: from now on, if this worker dies, its trial is failed
+                            storage.record_heartbeat(trial._trial_id)
+                if trial is None:
+                    if progress and not waiting:
+                        print(f"  {finished} of {spec.n_trials} trials finished, the other {running} running on other workers: waiting "
+                              f"(a trial whose worker sends no heartbeat for {tune.get('grace_period')} s is failed and run again)", flush=True)  # fmt: skip
+                    waiting = True
+                    time.sleep(poll_s)
+                    continue
+                waiting = False
+                _run_trial(study, trial, params, spec, emb, writer, parent_run_id, progress, me)
                 ran += 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     return ran
+
+
+def _join(study: optuna.Study) -> int:
+    """This worker's place among all that have joined the study, 0 for the first (call under the study's lock)."""
+    index = int(study.user_attrs.get(WORKERS_JOINED, 0))
+    study.set_user_attr(WORKERS_JOINED, index + 1)
+    return index
+
+
+def _stale_trial_closer(writer: tracking.RunWriter, parent_run_id: str, grace_period: int | None) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Optuna's ``heartbeat_stale_trial_callback``: close the MLflow run of a trial whose worker died, as FAILED."""
+
+    def close(study: optuna.Study, trial: FrozenTrial) -> None:
+        reason = (f"worker {trial.user_attrs.get('worker', '(unknown)')} sent no heartbeat for {grace_period} s (killed or cut off); "
+                  f"trial failed by worker {worker_name()}")  # fmt: skip
+        found = writer.client.search_runs(
+            [writer.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`optuna.trial_number` = '{trial.number}' and attributes.status = 'RUNNING'",
+        )
+        for run in found:
+            writer.log(run.info.run_id, tags={"optuna.state": TrialState.FAIL.name, "embalance.reason": reason})
+            writer.finish(run.info.run_id, "FAILED")
+        print(f"  trial {trial.number}: failed: {reason}", flush=True)
+
+    return close
 
 
 @contextlib.contextmanager
@@ -381,16 +494,18 @@ def _run_trial(
     writer: tracking.RunWriter,
     parent_run_id: str,
     progress: bool,
+    worker: str,
 ) -> None:
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.storages._heartbeat import get_heartbeat_thread
 
     t0 = time.perf_counter()
-    run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number)})
     state, value, reason = TrialState.FAIL, None, ""
     scores: list[float] = []
+    run_id: str | None = None
     with get_heartbeat_thread(trial._trial_id, study._storage):
         try:
-            scores: list[float] = []
+            run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number), "embalance.worker": worker})
             config = trial_config(trial, spec)
             writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **config})
             for outcome in validation_folds(emb, params, spec, config):
@@ -406,6 +521,8 @@ def _run_trial(
             state = TrialState.COMPLETE
         except optuna.TrialPruned as e:
             state, reason = TrialState.PRUNED, str(e)
+        except UpdateFinishedTrialError:
+            pass  # another worker failed this trial (no heartbeat within the grace period): recorded below
         except KeyboardInterrupt as e:
             state, reason = TrialState.FAIL, f"interrupted ({type(e).__name__}: {e})"
             raise
@@ -413,40 +530,93 @@ def _run_trial(
             state, reason = TrialState.FAIL, f"{type(e).__name__}: {e}"
             raise
         finally:
-            trial.set_user_attr("folds_run", len(scores))
+            with contextlib.suppress(UpdateFinishedTrialError):
+                trial.set_user_attr("folds_run", len(scores))
             study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
-            seconds = time.perf_counter() - t0
-            writer.log(
-                run_id,
-                metrics={"objective": value, "folds_run": len(scores), "duration_s": seconds},
-                tags={"optuna.state": state.name, "embalance.reason": reason},
-            )
-            writer.finish(run_id, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(state, "FAILED"))
+            stored = study._storage.get_trial(trial._trial_id).state
+            if stored != state:  # failed by another worker while this one was still at it: the study has the last word
+                state, reason = stored, "failed by another worker: no heartbeat of this one arrived within the grace period; its result is not in the study"
+            if run_id is not None:
+                writer.log(
+                    run_id,
+                    metrics={"objective": value, "folds_run": len(scores), "duration_s": time.perf_counter() - t0},
+                    tags={"optuna.state": state.name, "embalance.reason": reason},
+                )
+                writer.finish(run_id, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(state, "FAILED"))
     if progress:
-        shown = f"{value:.4f}" if value is not None else state.name.lower()
-        print(f"  trial {trial.number}: {trial.params.get('method')} -> {shown} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        shown = f"{value:.4f}" if state == TrialState.COMPLETE else state.name.lower()
+        print(f"  trial {trial.number}: {trial.params.get('method')} -> {shown} ({time.perf_counter() - t0:.1f} s, {worker})", flush=True)
 
 
-def _worker_process(params: dict[str, Any], spec: StudySpec, dataset: str, parent_run_id: str, experiment_id: str) -> int:
+def _worker_process(params: dict[str, Any], spec: StudySpec, parent_run_id: str, experiment_id: str) -> None:
+    """One of ``--n-jobs`` worker processes (spawned)."""
     tracking.setup(params)
-    emb = load_embeddings(dataset, with_test=False)
-    return run_worker(params, spec, emb=emb, parent_run_id=parent_run_id, experiment_id=experiment_id, progress=True)
+    emb = load_embeddings(spec.dataset, with_test=False)
+    try:
+        run_worker(params, spec, emb=emb, parent_run_id=parent_run_id, experiment_id=experiment_id, progress=True)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trial is closed as failed; leave without a traceback
+        sys.exit(130)
+
+
+def run_worker_processes(params: Mapping[str, Any], spec: StudySpec, *, parent_run_id: str, experiment_id: str, n_jobs: int) -> None:
+    """``n_jobs`` worker processes on this machine, each a ``run_worker`` on the shared study.
+
+    A worker that is killed (SIGKILL, out of memory) does not stop the others: its trial is failed by heartbeat and
+    run again by a worker that is still there. A worker that crashes with an exception (a bug) is an error here.
+    """
+    ctx = mp.get_context("spawn")  # fork after torch has run can hang
+    procs = [ctx.Process(target=_worker_process, args=(dict(params), spec, parent_run_id, experiment_id), name=f"embalance-tune-{i}") for i in range(n_jobs)]
+    for proc in procs:
+        proc.start()
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: each closes its running trial as failed
+        for proc in procs:
+            proc.join()
+        raise
+    for proc in procs:
+        if proc.exitcode is not None and proc.exitcode < 0:
+            print(f"tune: worker process {proc.pid} was killed by signal {-proc.exitcode}; the others went on without it", flush=True)
+    crashed = [f"{proc.pid} (exit code {proc.exitcode})" for proc in procs if proc.exitcode is not None and proc.exitcode > 0]
+    if crashed:
+        raise RuntimeError(f"tune: worker process(es) {', '.join(crashed)} failed; see their traceback above.")
 
 
 # ------------------------------------------------------------------------------------------- stage entry
-def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: str | None) -> str:
-    """The MLflow run of a study: found by its tag when the study is resumed, created once otherwise."""
+def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: str | None, *, reopen: bool) -> str:
+    """The MLflow run of a study: found by its tag when the study is resumed or joined, created once otherwise.
+
+    ``reopen`` marks a found run as running again (the invocation that will finish the study); workers that only
+    join leave its status alone.
+    """
     from mlflow.tracking import MlflowClient
 
     found = MlflowClient().search_runs(
         [writer.experiment_id], filter_string=f"tags.`embalance.study` = '{spec.name}' and tags.`embalance.run_type` = 'study'", max_results=1
     )
     if found:
-        writer.client.update_run(found[0].info.run_id, status="RUNNING")
+        if reopen:
+            writer.client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
     run_id = writer.create(f"tune {spec.dataset} n={spec.size}", parent_id, {"embalance.run_type": "study", "embalance.study": spec.name})
-    writer.log(run_id, params={"study_name": spec.name, "storage": spec.storage, "n_trials": spec.n_trials, "sampler": spec.sampler, "minority_size": spec.size, "methods": ",".join(spec.methods)})
+    writer.log(run_id, params={"study_name": spec.name, "storage": _without_password(spec.storage), "n_trials": spec.n_trials, "sampler": spec.sampler, "minority_size": spec.size, "methods": ",".join(spec.methods)})
     return run_id
+
+
+def _without_password(url: str) -> str:
+    """A storage URL fit to log: the password of ``scheme://user:password@host/db`` is masked."""
+    import sqlalchemy
+
+    if url.startswith(("sqlite", "journal:")):
+        return url
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
 
 
 def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, worker_only: bool = False, out_dir: Path | None = None) -> dict[str, Any] | None:
@@ -456,7 +626,7 @@ def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, wo
     experiment_id = tracking.setup(params)
     emb = load_embeddings(spec.dataset, with_test=False)
     writer = tracking.RunWriter(experiment_id, {**tracking.git_info(), **emb.tags, "embalance.dataset": spec.dataset, "embalance.study": spec.name})
-    with storage_lock(spec.storage):
+    with storage_lock(spec.storage, spec.name):
         study = optuna.create_study(
             study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True, sampler=make_sampler(spec.sampler, params["seed"]), pruner=make_pruner(tune)
         )
@@ -466,29 +636,35 @@ def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, wo
         import mlflow
 
         active = mlflow.active_run()
-        parent = _study_parent_run(writer, spec, active.info.run_id if active else None)
+        parent = _study_parent_run(writer, spec, active.info.run_id if active else None, reopen=not worker_only)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    print(f"tune {spec.dataset} n={spec.size}: study {spec.name!r} in {spec.storage}: {done} of {spec.n_trials} trials finished; running the rest with {n_jobs} worker(s)")
+    role = "worker" if worker_only else "main"
+    print(f"tune {spec.dataset} n={spec.size} ({role} {worker_name()}): study {spec.name!r} in {_without_password(spec.storage)}: "
+          f"{done} of {spec.n_trials} trials finished; running the rest with {n_jobs} worker(s)", flush=True)  # fmt: skip
     try:
         if n_jobs > 1:
-            ctx = mp.get_context("spawn")  # fork after torch has run can hang
-            with ctx.Pool(n_jobs) as pool:
-                pool.starmap(_worker_process, [(dict(params), spec, spec.dataset, parent, experiment_id)] * n_jobs)
+            run_worker_processes(params, spec, parent_run_id=parent, experiment_id=experiment_id, n_jobs=n_jobs)
         else:
             run_worker(params, spec, emb=emb, parent_run_id=parent, experiment_id=experiment_id)
     except KeyboardInterrupt:
-        writer.finish(parent, "KILLED")  # resumed (and set running again) by the next invocation
+        if not worker_only:
+            writer.finish(parent, "KILLED")  # resumed (and set running again) by the next invocation
         raise
     if worker_only:
         return None
-    _wait_for_running(study, storage, spec)
+    _wait_for_running(params, spec, writer, parent)
     return finish_study(params, spec, study, writer, parent, out_dir or Path("results") / spec.dataset)
 
 
-def _wait_for_running(study: optuna.Study, storage: optuna.storages.BaseStorage, spec: StudySpec, poll_s: float = 2.0) -> None:
+def _wait_for_running(params: Mapping[str, Any], spec: StudySpec, writer: tracking.RunWriter, parent_run_id: str, poll_s: float = 2.0) -> None:
     """Other workers may still be running the last trials: wait for them (stale ones fail via heartbeats)."""
+    tune = params["tune"]
+    storage = open_storage(spec.storage, heartbeat_interval=tune.get("heartbeat_interval"), grace_period=tune.get("grace_period"),
+                           on_stale=_stale_trial_closer(writer, parent_run_id, tune.get("grace_period")))  # fmt: skip
+    study = optuna.load_study(study_name=spec.name, storage=storage)
     with _quiet_optuna():
-        while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        while running := study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            print(f"tune: waiting for {len(running)} trial(s) running on other workers", flush=True)
             if _heartbeat_enabled(storage):
                 optuna.storages.fail_stale_trials(study)
             time.sleep(poll_s)
