@@ -21,7 +21,7 @@ run: install            ## prepare -> embed -> sweep for the datasets in params.
 	dvc repro
 
 test: install           ## the fast suite (no network: the encoder comes from a package)
-	HF_HUB_OFFLINE=1 python -m pytest
+	HF_HUB_OFFLINE=1 python -m pytest -n 2
 
 test-all: install       ## also the slow end-to-end tests on real data
 	HF_HUB_OFFLINE=1 python -m pytest -m ""

@@ -296,7 +296,10 @@ def study_specs(params: Mapping[str, Any], dataset: str, sizes: Sequence[int] | 
     if not methods:
         raise ConfigError(f"`tune.methods` must be a non-empty list of methods, but got {tune.get('methods')!r}.")
     for m in methods:
-        parse_method(m)  # names the bad part and what is allowed
+        try:
+            parse_method(m)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in `tune.methods`)") from e
     if tune.get("sampler") not in SAMPLERS:
         raise ConfigError(f"`tune.sampler` must be one of {', '.join(SAMPLERS)}, but got {tune.get('sampler')!r}.")
     if tune.get("pruner") not in PRUNERS:
