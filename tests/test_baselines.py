@@ -15,7 +15,7 @@ from embalance.config import parse_method
 from embalance.errors import ConfigError
 from embalance.model import MLP, MLPConfig
 from embalance.protocol import balanced_subsample, imbalanced_pool, stratified_folds
-from embalance.sweep import FoldJob, cell_folds, load_embeddings, run_cells
+from embalance.sweep import Embeddings, FoldJob, cell_folds, load_embeddings, run_cells
 from embalance.train import (
     FoldOptions,
     TrainConfig,
@@ -156,15 +156,12 @@ def test_refit_changes_only_the_last_layer() -> None:
 
 
 # -- through the protocol on real (tiny) data --------------------------------------------------------------------
-def _jobs(tiny_data: Path, tiny_params: dict, method: str, size: int = 32) -> tuple[list[FoldJob], list]:
-    import os
+def _embeddings(tiny_data: Path) -> Embeddings:
+    return load_embeddings("tiny", tiny_data / "embeddings" / "tiny", tiny_data / "prepared" / "tiny")
 
-    cwd = os.getcwd()
-    os.chdir(tiny_data.parent)
-    try:
-        emb = load_embeddings("tiny")
-    finally:
-        os.chdir(cwd)
+
+def _jobs(tiny_data: Path, tiny_params: dict, method: str, size: int = 32) -> tuple[list[FoldJob], list]:
+    emb = _embeddings(tiny_data)
     items = list(cell_folds(emb, method=method, size=size, params=tiny_params, dataset="tiny"))
     p, imb = tiny_params, tiny_params["imbalance"]
     pool = imbalanced_pool(emb.y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=p["seed"])
@@ -195,14 +192,7 @@ def test_undersample_and_refit_use_only_the_folds_real_training_rows(tiny_data: 
 
 
 def test_sweep_records_both_readings_and_the_new_methods(tiny_data: Path, tiny_params: dict) -> None:
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(tiny_data.parent)
-    try:
-        emb = load_embeddings("tiny")
-    finally:
-        os.chdir(cwd)
+    emb = _embeddings(tiny_data)
     methods = ["smote", "weighted", "logit_adjusted", "undersample", "smote+mixup", "smote+refit", "smote+mixup+refit"]
     out = {(m, n): folds for m, n, folds in run_cells(emb, [(m, 32) for m in methods], params=tiny_params, dataset="tiny")}
     for (method, _), folds in out.items():
