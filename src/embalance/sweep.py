@@ -19,12 +19,9 @@ Outputs (DVC): ``results/<dataset>/cells.csv`` (one row per cell), ``folds.csv``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -305,28 +302,6 @@ def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int)
     return out
 
 
-@contextlib.contextmanager
-def deferred_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then raise KeyboardInterrupt.
-
-    Logging a cell takes well under a second; cut in the middle, it would leave a database transaction open (SQLite
-    then stays locked for the clean-up) and a cell half logged. Outside the main thread this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in handled}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if received:
-            raise KeyboardInterrupt(f"signal {received[0]}, held until the cell was logged")
-
-
 def run_sweep(
     emb: Embeddings,
     params: Mapping[str, Any],
@@ -357,7 +332,7 @@ def run_sweep(
     with tqdm(total=len(grid), initial=len(grid) - len(todo), desc=f"sweep {dataset}", unit="cell", disable=not progress) as bar:
         for method, size, outcomes in run_cells(emb, todo, params=params, dataset=dataset):
             summary = summarise(outcomes)
-            with deferred_interrupts():  # a cell's runs and its checkpoint line are written whole, or not at all
+            with tracking.deferred_interrupts():  # a cell's runs and its checkpoint line are written whole, or not at all
                 run_id = writer.create(f"{method} n={size}", parent_id, {"embalance.run_type": "cell"}) if writer else None
                 if writer and run_id:
                     try:

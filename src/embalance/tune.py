@@ -508,16 +508,19 @@ def _run_trial(
     run_id: str | None = None
     with get_heartbeat_thread(trial._trial_id, study._storage):
         try:
-            run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number), "embalance.worker": worker})
-            config = trial_config(trial, spec)
-            writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **config})
+            # Store writes are held against Ctrl-C/SIGTERM (tracking.deferred_interrupts); the folds' work is not.
+            with tracking.deferred_interrupts():
+                run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number), "embalance.worker": worker})
+                config = trial_config(trial, spec)
+                writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **config})
             for outcome in validation_folds(emb, params, spec, config):
                 if outcome.status != "ok":
                     raise optuna.TrialPruned(f"fold {outcome.fold} could not run: {outcome.status}: {outcome.reason}")
                 score = outcome.metrics["val_balanced_accuracy"]
                 scores.append(score)
-                writer.log(run_id, metrics={"val_balanced_accuracy": score}, step=outcome.fold)
-                trial.report(score, step=outcome.fold)
+                with tracking.deferred_interrupts():
+                    writer.log(run_id, metrics={"val_balanced_accuracy": score}, step=outcome.fold)
+                    trial.report(score, step=outcome.fold)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after {len(scores)} folds (mean so far {np.mean(scores):.4f})")
             value = float(np.mean(scores))
@@ -533,19 +536,20 @@ def _run_trial(
             state, reason = TrialState.FAIL, f"{type(e).__name__}: {e}"
             raise
         finally:
-            with contextlib.suppress(UpdateFinishedTrialError):
-                trial.set_user_attr("folds_run", len(scores))
-            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
-            stored = study._storage.get_trial(trial._trial_id).state
-            if stored != state:  # failed by another worker while this one was still at it: the study has the last word
-                state, reason = stored, "failed by another worker: no heartbeat of this one arrived within the grace period; its result is not in the study"
-            if run_id is not None:
-                writer.log(
-                    run_id,
-                    metrics={"objective": value, "folds_run": len(scores), "duration_s": time.perf_counter() - t0},
-                    tags={"optuna.state": state.name, "embalance.reason": reason},
-                )
-                writer.finish(run_id, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(state, "FAILED"))
+            with tracking.deferred_interrupts():  # a second signal waits until the trial is closed in both stores
+                with contextlib.suppress(UpdateFinishedTrialError):
+                    trial.set_user_attr("folds_run", len(scores))
+                study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
+                stored = study._storage.get_trial(trial._trial_id).state
+                if stored != state:  # failed by another worker while this one was still at it: the study has the last word
+                    state, reason = stored, "failed by another worker: no heartbeat of this one arrived within the grace period; its result is not in the study"
+                if run_id is not None:
+                    writer.log(
+                        run_id,
+                        metrics={"objective": value, "folds_run": len(scores), "duration_s": time.perf_counter() - t0},
+                        tags={"optuna.state": state.name, "embalance.reason": reason},
+                    )
+                    writer.finish(run_id, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(state, "FAILED"))
     if progress:
         shown = f"{value:.4f}" if state == TrialState.COMPLETE else state.name.lower()
         print(f"  trial {trial.number}: {trial.params.get('method')} -> {shown} ({time.perf_counter() - t0:.1f} s, {worker})", flush=True)
