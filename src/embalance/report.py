@@ -741,10 +741,9 @@ def _significance_legend(ax: Any, alpha: float) -> None:
     ax.axhline(0, color="black", lw=0.8)
 
 
-def plot_gain(comparisons: pd.DataFrame, metric: str, baseline: str, dataset: str, path: Path, alpha: float) -> None:
-    """Mean paired difference (percentage points) against a baseline per size, one panel per family of methods;
+def _family_gain_figure(df: pd.DataFrame, *, ylabel: str, title: str, path: Path, alpha: float) -> None:
+    """Paired differences per size from ``df`` (one row per method and size), one panel per family of methods;
     filled markers: significant after Holm."""
-    df = comparisons[(comparisons["metric"] == metric) & (comparisons["baseline"] == baseline) & comparisons["tested"]]
     families = method_families(list(dict.fromkeys(df["method"])))
     sizes = sorted(df["minority_size"].unique().tolist())
     fig, axes = _panels(len(families))
@@ -755,10 +754,18 @@ def plot_gain(comparisons: pd.DataFrame, metric: str, baseline: str, dataset: st
         _significance_legend(ax, alpha)
         if sizes:
             _size_axis(ax, sizes, label=i == len(families) - 1)
-        ax.set_ylabel(f"method − {baseline}\n(pp, mean over paired folds)")
+        ax.set_ylabel(ylabel)
         ax.set_title(_cap(family), fontsize=9, loc="left")
-    fig.suptitle(f"{dataset}: gain in {METRICS[metric]} over `{baseline}` per minority size (band: 95% t-interval of the paired differences)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     _finish(fig, axes, path)
+
+
+def plot_gain(comparisons: pd.DataFrame, metric: str, baseline: str, dataset: str, path: Path, alpha: float) -> None:
+    """Mean paired difference (percentage points) against a baseline per size, one panel per family of methods;
+    filled markers: significant after Holm."""
+    df = comparisons[(comparisons["metric"] == metric) & (comparisons["baseline"] == baseline) & comparisons["tested"]]
+    title = f"{dataset}: gain in {METRICS[metric]} over `{baseline}` per minority size (band: 95% t-interval of the paired differences)"
+    _family_gain_figure(df, ylabel=f"method − {baseline}\n(pp, mean over paired folds)", title=title, path=path, alpha=alpha)
 
 
 def plot_synthetic_vs_rebalancing(best: pd.DataFrame, metric: str, dataset: str, path: Path, alpha: float) -> None:
@@ -834,21 +841,9 @@ def plot_early_stops(table: pd.DataFrame, early_epochs: int, dataset: str, path:
 
 def plot_readings(readings: pd.DataFrame, dataset: str, path: Path, alpha: float) -> None:
     """Fixed-budget minus early-stopping reading per method and size, one panel per family of methods."""
-    df = readings[readings["tested"]]
-    families = method_families(list(dict.fromkeys(df["method"])))
-    sizes = sorted(df["minority_size"].unique().tolist())
-    fig, axes = _panels(len(families))
-    for i, (ax, (family, members)) in enumerate(zip(axes, families, strict=True)):
-        for method in members:
-            style = method_style(method)
-            _gain_line(ax, df[df["method"] == method], method, style["color"], style["ls"])
-        _significance_legend(ax, alpha)
-        _size_axis(ax, sizes, label=i == len(families) - 1)
-        ax.set_ylabel("fixed − early stopping\n(pp, paired folds)")
-        ax.set_title(_cap(family), fontsize=9, loc="left")
     metric = str(readings["metric"].iloc[0]) if len(readings) else PRIMARY_METRIC
-    fig.suptitle(f"{dataset}: {METRICS.get(metric, metric)}, fixed epoch budget minus early stopping (band: 95% t-interval)", fontsize=10)
-    _finish(fig, axes, path)
+    title = f"{dataset}: {METRICS.get(metric, metric)}, fixed epoch budget minus early stopping (band: 95% t-interval)"
+    _family_gain_figure(readings[readings["tested"]], ylabel="fixed − early stopping\n(pp, paired folds)", title=title, path=path, alpha=alpha)
 
 
 GROUP_STYLE = {
