@@ -53,7 +53,7 @@ def make_data(n_majority: int, n_minority: int, dim: int, seed: int) -> tuple[np
     rng = np.random.default_rng(seed)
     topics = rng.standard_normal((N_TOPICS, dim)).astype(np.float32)
     topics /= np.linalg.norm(topics, axis=1, keepdims=True)
-    noise = rng.standard_normal((n_majority + n_minority, dim)).astype(np.float32) / np.sqrt(dim)
+    noise = rng.standard_normal((n_majority + n_minority, dim)).astype(np.float32) / np.float32(np.sqrt(dim))
     direction = rng.standard_normal(dim).astype(np.float32)
     direction /= np.linalg.norm(direction)
     centre = topics[0] + OVERLAP.get(n_minority, 0.2) * direction
