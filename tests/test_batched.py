@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+import embalance.batched as batched_module
 from embalance.batched import fit_mlp_batched
 from embalance.errors import ConfigError
-from embalance.train import FitResult, FoldOptions, TrainConfig, fit_mlp
+from embalance.train import FitResult, FoldOptions, TrainConfig, cpu_threads, fit_mlp
 
 N_CLASSES = 3
 SIZES = [(150, 40), (97, 33), (64, 20), (130, 41), (63, 25), (200, 50)]  # (train, val) rows; 16-row batches
@@ -158,6 +159,61 @@ def test_torch_inputs_and_lazy_sequence(folds: list[Fold], batched: list[FitResu
     assert lazy.reads == list(range(len(folds)))  # each fold read once, in order
     for a, b in zip(batched, results, strict=True):
         assert_same_fit(a, b)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_concurrent_groups_give_the_same_bits(folds: list[Fold], workers: int) -> None:
+    """Groups trained on several threads at once: each fold's result is bit for bit the single-thread one."""
+    with cpu_threads(1):
+        alone = fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_models_per_group=2)
+        together = fit_mlp_batched(
+            folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_models_per_group=2, workers=workers
+        )
+    for a, b in zip(alone, together, strict=True):
+        assert_same_fit(a, b, tol=0.0)
+
+
+def test_groups_are_balanced_over_workers(folds: list[Fold], monkeypatch: pytest.MonkeyPatch) -> None:
+    """6 folds on 2 workers: two groups of 3 (not one of 6 and an idle worker), each fold read once, in order."""
+    reads: list[int] = []
+    group_sizes: list[int] = []
+
+    class Spy(Sequence):
+        def __len__(self) -> int:
+            return len(folds)
+
+        def __getitem__(self, i: int) -> Fold:  # type: ignore[override]
+            reads.append(i)
+            return folds[i]
+
+    original = batched_module._GroupTrainer.__init__
+
+    def counting_init(self: batched_module._GroupTrainer, group: list, **kwargs: object) -> None:
+        group_sizes.append(len(group))
+        original(self, group, **kwargs)
+
+    monkeypatch.setattr(batched_module._GroupTrainer, "__init__", counting_init)
+    fit_mlp_batched(Spy(), n_classes=N_CLASSES, config=replace(CONFIG, max_epochs=1), seeds=SEEDS, workers=2)
+    assert reads == list(range(len(folds)))
+    assert sorted(group_sizes) == [3, 3]
+
+
+def test_an_error_while_groups_train_comes_out_of_the_call(folds: list[Fold]) -> None:
+    """Fold 4 is refused when it is read, while the first groups train on the workers: the call raises it (the
+    running groups are told to stop at their next epoch), and a bad ``workers`` is refused."""
+
+    class Broken(Sequence):
+        def __len__(self) -> int:
+            return len(folds)
+
+        def __getitem__(self, i: int) -> Fold:  # type: ignore[override]
+            X, y, Xv, yv = folds[i]
+            return (X, y, Xv, yv + N_CLASSES) if i == 4 else (X, y, Xv, yv)
+
+    with pytest.raises(ConfigError, match=r"Fold 4: validation labels must lie in \[0, 3\)"):
+        fit_mlp_batched(Broken(), n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_models_per_group=2, workers=2)
+    with pytest.raises(ConfigError, match="`workers` must be a positive integer, but got workers=0"):
+        fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, workers=0)
 
 
 def test_plain_adam_without_weight_decay_matches(folds: list[Fold]) -> None:

@@ -2,9 +2,11 @@
 
 The sweep fits one small MLP per (method, minority size, fold). Alone, each fit is a string of tiny matmuls
 and Python overhead. Here a *group* of fits is trained in lockstep with stacked weights and batched matrix
-products (``torch.baddbmm`` on ``(G, B, d) x (G, d, h)``), a hand-written backward pass into preallocated
-gradient buffers, and one fused Adam call per step (``torch._fused_adam_``, the kernel behind
-``torch.optim.Adam(fused=True)``).
+products (``torch.baddbmm`` on ``(G, B, d) x (G, d, h)``; the output layer is computed transposed,
+``(G, C, h) x (G, h, B)``, because MKL's batched matmul is several times slower with a 2-column output), a
+hand-written backward pass into preallocated gradient buffers, and one fused Adam call per step
+(``torch._fused_adam_``, the kernel behind ``torch.optim.Adam(fused=True)``). Weights are stored in
+``nn.Linear``'s layout for the output layer (``(G, C, h)``).
 
 Per fold, everything is what :func:`~embalance.train.fit_mlp` does:
 
@@ -17,7 +19,7 @@ Per fold, everything is what :func:`~embalance.train.fit_mlp` does:
   ``fixed_epochs`` are kept for the fixed reading, and the fold leaves the group once every reading it needs
   is known;
 - its :class:`~embalance.train.FoldOptions`: class weights and logit adjustments are per-slot ``(G, C)``
-  tensors (ones and zeros for plain folds), folded into per-row loss weights ``u`` ``(S, G, B, C)`` built once
+  tensors (ones and zeros for plain folds), folded into per-row loss weights ``-u`` ``(S, G, C, B)`` built once
   per epoch; mixup draws from the fold's own NumPy generator as ``fit_mlp`` does, and mixes each batch with a
   second gather of partner rows (only in groups where some fold mixes).
 
@@ -36,6 +38,12 @@ copies of the stacked parameters (weights, gradient, Adam's two moments, best we
 from consecutive folds, closed at ``max_models_per_group`` folds or ``max_group_bytes`` of data, and
 ``folds[i]`` is read only when its group is formed: pass a lazy ``Sequence`` to keep one group in memory.
 
+Concurrency: on CPU, ``workers`` groups train at once, each on its own thread with torch's intra-op threads
+at 1 (small batched matmuls scale far better across groups than inside one); the main thread reads the next
+group's folds meanwhile. Group sizes are balanced over the workers. An error or Ctrl-C in any group stops
+the others at their next epoch. On CUDA the groups run one after another (the GPU is the parallelism).
+Results do not depend on ``workers``: each fold's arithmetic is the same whichever group it lands in.
+
 Host synchronisation: none inside the step loop. Once per epoch, one small transfer brings back the
 per-fold history values and stop flags (the early-stopping state itself lives in tensors).
 """
@@ -43,7 +51,9 @@ per-fold history values and stop flags (the early-stopping state itself lives in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +76,7 @@ ArrayLike = torch.Tensor | np.ndarray
 Fold = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # X_train, y_train, X_val, y_val
 
 DEFAULT_MAX_GROUP_BYTES = 2 * 1024**3  # data of one group (training rows + padded validation rows)
-DEFAULT_MAX_MODELS_PER_GROUP = 40  # several cells x 10 folds; see benchmarks/sweep.py
+DEFAULT_MAX_MODELS_PER_GROUP = 10  # one cell's folds: the group's weights and Adam state stay in cache (benchmarks/sweep.py)
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as fit_mlp uses them
 
@@ -80,6 +90,7 @@ def fit_mlp_batched(
     options: Sequence[FoldOptions] | None = None,
     max_models_per_group: int | None = DEFAULT_MAX_MODELS_PER_GROUP,
     max_group_bytes: int | None = DEFAULT_MAX_GROUP_BYTES,
+    workers: int = 1,
 ) -> list[FitResult]:
     """Train one MLP per fold, many at a time; the result for fold ``i`` equals ``fit_mlp(*folds[i], seed=seeds[i])``.
 
@@ -94,6 +105,10 @@ def fit_mlp_batched(
         max_group_bytes: a group is closed before its data (float32 training rows plus padded validation
             rows) would pass this many bytes (``None``: no limit). A single fold larger than this still runs,
             alone.
+        workers: on the CPU, this many groups are trained at once, each on its own thread (set torch's
+            intra-op threads to 1 around the call: the groups are the parallelism). While they train, the
+            calling thread reads the next group's folds. Results do not depend on it. On CUDA groups run one
+            after the other.
 
     Returns:
         One :class:`FitResult` per fold, in the input order.
@@ -110,6 +125,8 @@ def fit_mlp_batched(
         )
     if max_group_bytes is not None and max_group_bytes < 1:
         raise ConfigError(f"`max_group_bytes` must be a positive integer or None, but got {max_group_bytes}.")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"`workers` must be a positive integer, but got workers={workers!r}.")
     options = list(options) if options is not None else [PLAIN] * len(folds)
     if len(options) != len(folds):
         raise ConfigError(f"`options` must give one FoldOptions per fold, but got {len(options)} for {len(folds)} folds.")
@@ -117,32 +134,72 @@ def fit_mlp_batched(
         raise ConfigError(f"`batch_size` must be a positive integer, but got {config.batch_size}.")
     device = torch.device(resolve_device(config.device))
 
+    # Groups of near-equal size, and at least one per worker when there are enough folds: 20 folds with
+    # max_models_per_group 8 make groups of 7, 7 and 6, not 8, 8 and 4; 10 folds on 2 workers make two of 5.
+    n_groups = min(len(folds), max(workers, -(-len(folds) // (max_models_per_group or len(folds) or 1))))
+    group_size = -(-len(folds) // max(n_groups, 1))
+
+    def groups() -> Iterator[list[_Fold]]:
+        """Consecutive folds, read one at a time, cut into groups by count and bytes."""
+        group: list[_Fold] = []
+        in_dim: int | None = None
+        for i in range(len(folds)):
+            fold = _load_fold(i, folds[i], n_classes, device, options[i])
+            if in_dim is None:
+                in_dim = fold.X.shape[1]
+            elif fold.X.shape[1] != in_dim:
+                raise ConfigError(
+                    f"All folds must have the same number of features, but fold {i} has {fold.X.shape[1]} and "
+                    f"fold 0 has {in_dim}."
+                )
+            full = len(group) >= group_size
+            too_big = max_group_bytes is not None and group and _group_bytes([*group, fold]) > max_group_bytes
+            if full or too_big:
+                yield group
+                group = []
+            group.append(fold)
+        if group:
+            yield group
+
     results: list[FitResult | None] = [None] * len(folds)
-    group: list[_Fold] = []
-    in_dim: int | None = None
-    for i in range(len(folds)):
-        fold = _load_fold(i, folds[i], n_classes, device, options[i])
-        if in_dim is None:
-            in_dim = fold.X.shape[1]
-        elif fold.X.shape[1] != in_dim:
-            raise ConfigError(
-                f"All folds must have the same number of features, but fold {i} has {fold.X.shape[1]} and fold 0 "
-                f"has {in_dim}."
-            )
-        full = max_models_per_group is not None and len(group) >= max_models_per_group
-        too_big = max_group_bytes is not None and group and _group_bytes([*group, fold]) > max_group_bytes
-        if full or too_big:
-            for index, result in _fit_group(
-                group, n_classes=n_classes, config=config, seeds=seeds, device=device
-            ):
-                results[index] = result
-        group.append(fold)
-    if group:
-        for index, result in _fit_group(
-            group, n_classes=n_classes, config=config, seeds=seeds, device=device
-        ):
+
+    def train(group: list[_Fold], stop: threading.Event | None = None) -> None:
+        trainer = _GroupTrainer(group, n_classes=n_classes, config=config, seeds=seeds, device=device, stop=stop)
+        for index, result in trainer.run():
             results[index] = result
+
+    if workers == 1 or device.type != "cpu":
+        for group in groups():
+            train(group)
+    else:
+        _train_concurrently(groups(), train, workers)
     return [r for r in results if r is not None]
+
+
+def _train_concurrently(
+    groups: Iterator[list[_Fold]], train: Callable[[list[_Fold], threading.Event], None], workers: int
+) -> None:
+    """Train groups on ``workers`` threads, at most ``workers`` at a time; the next group is read meanwhile.
+
+    torch's kernels release the GIL, and with one intra-op thread each a thread never waits on the others
+    (OpenMP's barriers made two intra-op threads slower than one on a busy machine). On an error or Ctrl-C the
+    running groups are told to stop at their next epoch and the error is raised once they have.
+    """
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embalance-group") as pool:
+        running: set[Future] = set()
+        try:
+            for group in groups:
+                while len(running) >= workers:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        future.result()  # raises a worker's error here
+                running.add(pool.submit(train, group, stop))
+            for future in as_completed(running):
+                future.result()
+        except BaseException:
+            stop.set()
+            raise
 
 
 @dataclass
@@ -191,14 +248,6 @@ def _group_bytes(group: list[_Fold]) -> int:
     return 4 * d * (n_train + n_val_padded)
 
 
-def _fit_group(
-    group: list[_Fold], *, n_classes: int, config: TrainConfig, seeds: Sequence[int], device: torch.device
-) -> list[tuple[int, FitResult]]:
-    """Train one group; ``group`` is emptied once its data has been copied (so its memory can be freed)."""
-    trainer = _GroupTrainer(group, n_classes=n_classes, config=config, seeds=seeds, device=device)
-    return trainer.run()
-
-
 class _GroupTrainer:
     """Lockstep training of the folds of one group; slots sorted by training rows, largest first."""
 
@@ -210,8 +259,10 @@ class _GroupTrainer:
         config: TrainConfig,
         seeds: Sequence[int],
         device: torch.device,
+        stop: threading.Event | None = None,
     ) -> None:
         self.config = config
+        self.stop = stop  # set by another thread: leave at the end of the current epoch
         self.device = device
         order = sorted(range(len(group)), key=lambda j: -group[j].X.shape[0])  # stable: ties keep input order
         folds = [group[j] for j in order]
@@ -260,17 +311,17 @@ class _GroupTrainer:
         template = MLP(MLPConfig(in_dim=d, hidden_dim=h, n_classes=C))
         W1 = torch.empty(G, d, h)
         b1 = torch.empty(G, h)
-        W2 = torch.empty(G, h, C)
+        W2 = torch.empty(G, C, h)  # the output layer as nn.Linear stores it: (C, h) per slot
         b2 = torch.empty(G, C)
         for g, gen in enumerate(self.gens):
             template.reset_parameters(gen)
             W1[g] = template.hidden.weight.detach().T
             b1[g] = template.hidden.bias.detach()
-            W2[g] = template.out.weight.detach().T
+            W2[g] = template.out.weight.detach()
             b2[g] = template.out.bias.detach()
         # Per slot and parameter: weights, gradient, Adam's moments, best weights. Layout by parameter, so that
         # a run of slots [a:b] is one contiguous chunk of each.
-        self.params = [t.to(device) for t in (W1, b1, W2, b2)]  # (G,d,h) (G,h) (G,h,C) (G,C)
+        self.params = [t.to(device) for t in (W1, b1, W2, b2)]  # (G,d,h) (G,h) (G,C,h) (G,C)
         self.grads = [torch.zeros_like(p) for p in self.params]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
@@ -315,6 +366,7 @@ class _GroupTrainer:
                 self.runs.append((start, g))
                 start = g
         self.adam_lists = []
+        self.adam_for: dict[int, list[list[torch.Tensor]]] = {}  # active prefix k -> the fused Adam call's lists
         for a, b in self.runs:
             step_view = self.step[a]
             self.adam_lists.append(
@@ -350,6 +402,8 @@ class _GroupTrainer:
         epoch = 0
         cfg = self.config
         while self.n and epoch < cfg.horizon:
+            if self.stop is not None and self.stop.is_set():
+                raise InterruptedError("training stopped: another group of the call failed or was interrupted")
             epoch += 1
             train_total = self._train_epoch()
             val_loss, val_bacc = self._validate()
@@ -408,8 +462,10 @@ class _GroupTrainer:
             idx[g, :n] = perm + off
             idx[g, n:] = off  # padding rows: any real row, weight 0
         idx = idx.view(G, S, B).transpose(0, 1).contiguous().to(device)  # (S, G, B) rows of Xcat
-        # u: (S, G, B, C) each row's (soft) label times its class weight, normalised to sum 1 over a fold's batch
+        # u: (S, G, C, B) each row's (soft) label times its class weight, normalised to sum 1 over a fold's batch
         # (0 on padding): the loss is -sum(u * log p) and its gradient wrt the logits p * rho - u, rho = u.sum(C).
+        # The class axis comes before the rows: logits are computed transposed, (k, C, B) = W2 (k, C, h) @ hid^T,
+        # because a batched matmul with only C output columns is several times slower than with C rows.
         u = torch.nn.functional.one_hot(self.ycat[idx], self.C).to(torch.float32)
         mixing = self.xp is not None
         if mixing:
@@ -418,8 +474,10 @@ class _GroupTrainer:
             u = u * lam4 + torch.nn.functional.one_hot(self.ycat[pidx], self.C).to(torch.float32) * (1 - lam4)
         u = u * self.cw.view(1, G, 1, self.C) * self.row_mask.unsqueeze(3)
         u = u / u.sum((2, 3), keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-        rho = u.sum(3)  # (S, G, B)
-        total = torch.zeros(G, device=device)
+        rho = u.sum(3).unsqueeze(2)  # (S, G, 1, B)
+        neg_u = u.neg_().transpose(2, 3).contiguous()  # (S, G, C, B): -u
+        del u
+        losses = torch.zeros(S, G, device=device)  # each fold's batch loss at each step
         W1, b1, W2, b2 = self.params
         gW1, gb1, gW2, gb2 = self.grads
         lr, wd = self.config.lr, self.config.weight_decay
@@ -432,28 +490,24 @@ class _GroupTrainer:
                 torch.index_select(self.Xcat, 0, pidx[s, :k].reshape(-1), out=xp.view(k * B, d))
                 xb.mul_(lam[s, :k].view(k, 1, 1)).add_(xp.mul_((1 - lam[s, :k]).view(k, 1, 1)))
             hid = torch.baddbmm(b1[:k].unsqueeze(1), xb, W1[:k], out=self.hid[:k]).relu_()  # (k, B, h)
-            logits = torch.baddbmm(b2[:k].unsqueeze(1), hid, W2[:k])  # (k, B, C)
+            logits = torch.baddbmm(b2[:k].unsqueeze(2), W2[:k], hid.transpose(1, 2))  # (k, C, B)
             if self.has_adj:
-                logits += self.adj[:k].unsqueeze(1)  # the loss sees f(x) + tau log(prior)
-            logp = torch.log_softmax(logits, dim=2)  # (k, B, C)
-            loss = -(u[s, :k] * logp).sum((1, 2))  # (k,) each fold's batch loss
-            total[:k] += loss * self.row_count[s, :k]
+                logits += self.adj[:k].unsqueeze(2)  # the loss sees f(x) + tau log(prior)
+            logp = torch.log_softmax(logits, dim=1)  # (k, C, B)
+            torch.sum(neg_u[s, :k] * logp, (1, 2), out=losses[s, :k])  # (k,) each fold's batch loss
             # Backward of the loss: softmax * rho - u, zero on padding rows.
-            dlogits = logp.exp_().mul_(rho[s, :k].unsqueeze(2)).sub_(u[s, :k])  # (k, B, C)
-            torch.bmm(hid.transpose(1, 2), dlogits, out=gW2[:k])  # (k, h, C)
-            torch.sum(dlogits, dim=1, out=gb2[:k])  # (k, C)
-            dhid = torch.bmm(dlogits, W2[:k].transpose(1, 2), out=self.dhid[:k])  # (k, B, h)
+            dlogits = torch.addcmul(neg_u[s, :k], logp.exp_(), rho[s, :k])  # (k, C, B)
+            torch.bmm(dlogits, hid, out=gW2[:k])  # (k, C, h)
+            torch.sum(dlogits, dim=2, out=gb2[:k])  # (k, C)
+            dhid = torch.bmm(dlogits.transpose(1, 2), W2[:k], out=self.dhid[:k])  # (k, B, h)
             torch.ops.aten.threshold_backward.grad_input(dhid, hid, 0.0, grad_input=dhid)  # ReLU backward
             torch.bmm(xb.transpose(1, 2), dhid, out=gW1[:k])  # (k, d, h)
             torch.sum(dhid, dim=1, out=gb1[:k])  # (k, h)
             # Adam on the active slots: one fused call over the runs that have a batch at this step.
             self.step[:k] += 1
-            lists = [[], [], [], [], []]
-            for (a, _), run_lists in zip(self.runs, self.adam_lists, strict=True):
-                if a >= k:
-                    break
-                for acc, part in zip(lists, run_lists, strict=True):
-                    acc.extend(part)
+            lists = self.adam_for.get(k)
+            if lists is None:
+                lists = self.adam_for[k] = self._adam_lists(k)
             torch._fused_adam_(
                 *lists[:4],
                 [],
@@ -466,7 +520,23 @@ class _GroupTrainer:
                 amsgrad=False,
                 maximize=False,
             )
+        # (G,) sum over batches of (batch loss x batch rows), added step by step: a fold's sum has the same bits
+        # whatever the other slots of its group (a reduction over S would group the terms by S).
+        weighted = losses * self.row_count
+        total = weighted[0].clone()
+        for s in range(1, S):
+            total += weighted[s]
         return total
+
+    def _adam_lists(self, k: int) -> list[list[torch.Tensor]]:
+        """The fused Adam call's (params, grads, exp_avgs, exp_avg_sqs, steps) for the runs inside the prefix [:k]."""
+        lists: list[list[torch.Tensor]] = [[], [], [], [], []]
+        for (a, _), run_lists in zip(self.runs, self.adam_lists, strict=True):
+            if a >= k:
+                break
+            for acc, part in zip(lists, run_lists, strict=True):
+                acc.extend(part)
+        return lists
 
     def _mixup_epoch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This epoch's mixup draws, per fold as fit_mlp makes them: lam (S, G) and partner rows of Xcat (S, G, B).
@@ -489,7 +559,7 @@ class _GroupTrainer:
         """Full-batch validation loss (G,) float32 and balanced accuracy (G,) float64 of the current weights."""
         W1, b1, W2, b2 = self.params
         hid = torch.relu(torch.baddbmm(b1.unsqueeze(1), self.Xv, W1))  # (G, NV, h)
-        logits = torch.baddbmm(b2.unsqueeze(1), hid, W2)  # (G, NV, C)
+        logits = torch.baddbmm(b2.unsqueeze(2), W2, hid.transpose(1, 2)).transpose(1, 2)  # (G, NV, C)
         loss_logits = logits + self.adj.unsqueeze(1) if self.has_adj else logits
         nll = -torch.log_softmax(loss_logits, dim=2).gather(2, self.yv.unsqueeze(2)).squeeze(2)  # (G, NV)
         val_loss = (nll * self.v_weight).sum(1) / self.v_weight.sum(1)  # (G,) weighted mean (weights 1: plain)
@@ -506,7 +576,7 @@ class _GroupTrainer:
         with torch.no_grad():
             model.hidden.weight.copy_(W1[g].T)
             model.hidden.bias.copy_(b1[g])
-            model.out.weight.copy_(W2[g].T)
+            model.out.weight.copy_(W2[g])
             model.out.bias.copy_(b2[g])
         model.to(self.device)
         return model.eval()

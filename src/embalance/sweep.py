@@ -238,7 +238,8 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
         pending.append((method, size, list(cell_folds(emb, method=method, size=size, params=params, dataset=dataset))))
         n_jobs = sum(isinstance(it, FoldJob) for _, _, items in pending for it in items)
         n_bytes = sum(it.X.nbytes + it.X_val.nbytes for _, _, items in pending for it in items if isinstance(it, FoldJob))
-        if config.engine == "sequential" or n_jobs >= config.max_models_per_group or n_bytes >= config.max_group_bytes:
+        # A flush gives each worker a group: at most ``workers`` groups of ``max_models_per_group`` folds.
+        if config.engine == "sequential" or n_jobs >= config.max_models_per_group * config.workers or n_bytes >= config.max_group_bytes:
             yield from flush()
     if pending:
         yield from flush()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,13 +53,20 @@ class TrainConfig:
     max_epochs: int = 50
     patience: int = 5
     device: str = "auto"
-    threads: int = 1  # torch intra-op threads on CPU; 0 = torch's default. Small MLP matmuls run fastest on 1.
+    # CPU threads. batched: groups trained at once, one thread each (torch's intra-op threads are set to 1);
+    # sequential: torch's intra-op threads. 0: one per available CPU (batched), torch's default (sequential).
+    threads: int = 0
     engine: str = "batched"  # batched: many folds in lockstep (embalance.batched) | sequential: one fold at a time
-    max_models_per_group: int = 40  # batched: folds trained together
+    max_models_per_group: int = 10  # batched: folds trained together
     max_group_bytes: int = 2**31  # batched: data of one group (training rows + padded validation rows)
     early_stopping: bool = True  # the fold's model: best-validation-loss weights (es) or those after fixed_epochs
     fixed_epochs: int = 20  # the fixed budget
     both_readings: bool = True  # train until both readings are known and keep both
+
+    @property
+    def workers(self) -> int:
+        """Groups the batched engine trains at once: ``threads``, or one per available CPU."""
+        return self.threads or available_cpus()
 
     @property
     def primary(self) -> str:
@@ -287,11 +295,19 @@ def fit_folds(
         ]
     from embalance.batched import fit_mlp_batched
 
-    with cpu_threads(config.threads):
+    with cpu_threads(1):  # the groups are the parallelism: one thread each
         return fit_mlp_batched(
             folds, n_classes=n_classes, config=config, seeds=seeds, options=options,
             max_models_per_group=config.max_models_per_group, max_group_bytes=config.max_group_bytes,
+            workers=config.workers,
         )
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def refit_last_layer(
