@@ -11,16 +11,19 @@ Configurations:
   sst2  2 classes, majority 4000, minority sizes 4..512, 5 methods, 10 folds, 384-d (the default sweep)
   imdb  2 classes, majority 25000, 768-d (IMDB-like); by default a subset of the cells, see ``--imdb-cells``
 
-Reported per engine: wall time, fits per second, achieved GFLOP/s of MLP training, its ratio to the machine's
-float32 matmul rate measured in the same run (torch.mm, square 1024 and 2048, best of 5), peak RSS; and the
-speed-up. FLOPs are the matmul FLOPs actually performed, on real (unpadded) rows only, summed over the epochs
+Each engine uses the machine as well as it can: the sequential engine runs once with one torch thread and once with
+one per CPU (torch's intra-op parallelism), the batched engine trains one group per CPU at once, each group on one
+thread (``train.threads``). Reported per run: wall time, fits per second, achieved GFLOP/s of MLP training, its
+ratio to the machine's float32 matmul rate measured in the same run (torch.mm with one thread per CPU, square 1024
+and 2048, best of 5; the one-thread rate is printed too), peak RSS; and the speed-up of the batched engine over the
+faster sequential run. FLOPs are the matmul FLOPs actually performed, on real (unpadded) rows only, summed over the epochs
 each fold ran: per training row ``4*d*h + 6*h*C`` (first layer: forward + weight gradient, no gradient is
 taken with respect to the input; second layer: forward + weight gradient + input gradient) and per
 validation row ``2*(d*h + h*C)``. (The common ``6*rows*params`` rule would count the first layer's unneeded
 input gradient and report 1.5x more.)
 
 Usage:
-  python benchmarks/sweep.py [--quick] [--config sst2|imdb|both] [--json PATH]
+  python benchmarks/sweep.py [--quick] [--config sst2|imdb|both] [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import numpy as np
 import torch
 
 from embalance.batched import DEFAULT_MAX_MODELS_PER_GROUP, fit_mlp_batched
-from embalance.train import TrainConfig, fit_mlp
+from embalance.train import TrainConfig, available_cpus, cpu_threads, fit_mlp
 
 METHODS = ("none", "random", "smote", "borderline", "adasyn")
 SIZES = (4, 8, 16, 32, 64, 128, 256, 512)
@@ -124,7 +127,8 @@ class CellFolds(Sequence):
         return n_train, n_val
 
 
-def matmul_gflops() -> float:
+def matmul_gflops(threads: int) -> float:
+    torch.set_num_threads(threads)
     best = 0.0
     for n in (1024, 2048):
         a, b = torch.randn(n, n), torch.randn(n, n)
@@ -137,18 +141,20 @@ def matmul_gflops() -> float:
     return best
 
 
-def worker(engine: str, grid: Grid, max_models: int | None) -> dict:
+def worker(engine: str, threads: int, grid: Grid, max_models: int | None) -> dict:
     """Run one engine over the grid (in a subprocess); print a JSON line."""
     folds = CellFolds(grid)
     config = TrainConfig(max_epochs=grid.max_epochs, patience=grid.patience, device="cpu")
     seeds = [1000 + i for i in range(len(folds))]
     t0 = time.perf_counter()
     if engine == "sequential":
+        torch.set_num_threads(threads)
         results = [fit_mlp(*folds[i], n_classes=2, config=config, seed=seeds[i]) for i in range(len(folds))]
     else:
-        results = fit_mlp_batched(
-            folds, n_classes=2, config=config, seeds=seeds, max_models_per_group=max_models
-        )
+        with cpu_threads(1):  # as the sweep runs it: one group per thread
+            results = fit_mlp_batched(
+                folds, n_classes=2, config=config, seeds=seeds, max_models_per_group=max_models, workers=threads
+            )
     wall = time.perf_counter() - t0
     d, h, C = grid.dim, config.hidden_dim, 2
     flops = 0.0
@@ -157,6 +163,7 @@ def worker(engine: str, grid: Grid, max_models: int | None) -> dict:
         flops += r.epochs_run * (n_train * (4 * d * h + 6 * h * C) + n_val * 2 * (d * h + h * C))
     return {
         "engine": engine,
+        "threads": threads,
         "wall_s": wall,
         "fits": len(results),
         "flops": flops,
@@ -169,12 +176,14 @@ def worker(engine: str, grid: Grid, max_models: int | None) -> dict:
     }
 
 
-def run_engine(engine: str, grid_name: str, args: argparse.Namespace) -> dict:
+def run_engine(engine: str, threads: int, grid_name: str, args: argparse.Namespace) -> dict:
     cmd = [
         sys.executable,
         __file__,
         "--_worker",
         engine,
+        "--threads",
+        str(threads),
         "--config",
         grid_name,
         "--imdb-cells",
@@ -183,8 +192,6 @@ def run_engine(engine: str, grid_name: str, args: argparse.Namespace) -> dict:
     if args.quick:
         cmd.append("--quick")
     cmd += ["--max-models-per-group", str(args.max_models_per_group)]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -206,49 +213,53 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-models-per-group", type=int, default=DEFAULT_MAX_MODELS_PER_GROUP)
     parser.add_argument(
-        "--threads", type=int, help="torch.set_num_threads for the whole run (default: torch's)"
+        "--threads", type=int, help="CPUs the engines may use (default: all available); the sequential engine also runs on 1"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--_worker", choices=("sequential", "batched"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or available_cpus()
 
     if args._worker:
         grid = make_grid(args.config, quick=args.quick, imdb_cells=args.imdb_cells)
-        print(json.dumps(worker(args._worker, grid, args.max_models_per_group)))
+        print(json.dumps(worker(args._worker, threads, grid, args.max_models_per_group)))
         return
 
     names = ("sst2", "imdb") if args.config == "both" else (args.config,)
-    rate = matmul_gflops()
+    rate_1 = matmul_gflops(1)
+    rate = matmul_gflops(threads)
     load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     report = {
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "load_avg_1min": load,
         "configs": [],
     }
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs, "
-        f"1-min load average before the run {load:.1f}; float32 matmul (torch.mm, best): {rate:.1f} GFLOP/s"
+        f"torch {torch.__version__}, {threads} of {os.cpu_count()} CPUs, 1-min load average before the run {load:.1f}; "
+        f"float32 matmul (torch.mm, best): {rate:.1f} GFLOP/s on {threads} threads, {rate_1:.1f} on 1"
     )
+    # (label, engine, threads): the sequential engine on one thread and on all; the batched one on all.
+    plan = [(f"sequential/{n}", "sequential", n) for n in sorted({1, threads})] + [(f"batched/{threads}", "batched", threads)]
     for name in names:
         grid = make_grid(name, quick=args.quick, imdb_cells=args.imdb_cells)
-        runs: dict[str, list[dict]] = {"sequential": [], "batched": []}
+        runs: dict[str, list[dict]] = {label: [] for label, _, _ in plan}
         for _ in range(args.repeats):
-            for engine in runs:
-                runs[engine].append(run_engine(engine, name, args))
-        rate = max(rate, matmul_gflops())  # measured again after each config: the best of the run
-        seq, bat = runs["sequential"][0], runs["batched"][0]
+            for label, engine, n in plan:
+                runs[label].append(run_engine(engine, n, name, args))
+        rate = max(rate, matmul_gflops(threads))  # measured again after each config: the best of the run
+        rate_1 = max(rate_1, matmul_gflops(1))
+        seq_label = min((label for label, engine, _ in plan if engine == "sequential"), key=lambda lb: min(r["wall_s"] for r in runs[lb]))
+        seq, bat = runs[seq_label][0], runs[plan[-1][0]][0]
         same = seq["epochs"] == bat["epochs"] and seq["best_epochs"] == bat["best_epochs"]
         print(
             f"\n[{name}] {len(grid.cells)} cells x {N_FOLDS} folds = {seq['fits']} fits, majority {grid.majority}, "
             f"{grid.dim}-d, hidden 128, batch 64, max_epochs {grid.max_epochs}, patience {grid.patience}; "
             f"epochs run: {sum(seq['epochs'])} in all; same epochs/best epochs in both engines: {same}; "
-            f"batched group size {args.max_models_per_group}"
+            f"batched group size {args.max_models_per_group}; GFLOP/s as a share of {rate:.1f} ({threads} threads)"
         )
         header = (
-            f"{'engine':<11} {'wall s (best)':>13} {'wall s (med)':>12} {'fits/s':>8} {'GFLOP/s':>8} "
+            f"{'engine/threads':<14} {'wall s (best)':>13} {'wall s (med)':>12} {'fits/s':>8} {'GFLOP/s':>8} "
             f"{'% of mm':>8} {'peak RSS MiB':>13}"
         )
         print(header)
@@ -267,11 +278,11 @@ def main(argv: list[str] | None = None) -> None:
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
             }
             print(
-                f"{engine:<11} {best:>13.1f} {med:>12.1f} {rows[engine]['fits_per_s']:>8.2f} {gflops:>8.1f} "
+                f"{engine:<14} {best:>13.1f} {med:>12.1f} {rows[engine]['fits_per_s']:>8.2f} {gflops:>8.1f} "
                 f"{100 * gflops / rate:>7.1f}% {rows[engine]['peak_rss_mib']:>13.0f}"
             )
-        speedup = rows["sequential"]["wall_s_best"] / rows["batched"]["wall_s_best"]
-        print(f"speed-up (batched vs sequential, best walls): {speedup:.2f}x; matmul rate {rate:.1f} GFLOP/s")
+        speedup = rows[seq_label]["wall_s_best"] / rows[plan[-1][0]]["wall_s_best"]
+        print(f"speed-up (batched vs the faster sequential run, {seq_label}, best walls): {speedup:.2f}x")
         report["configs"].append(
             {
                 "config": name,
@@ -280,7 +291,9 @@ def main(argv: list[str] | None = None) -> None:
                 "same_epochs": same,
                 "engines": rows,
                 "speedup": speedup,
+                "speedup_against": seq_label,
                 "matmul_gflops": rate,
+                "matmul_gflops_1_thread": rate_1,
                 "flops": seq["flops"],
             }
         )
