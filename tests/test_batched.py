@@ -173,8 +173,19 @@ def test_concurrent_groups_give_the_same_bits(folds: list[Fold], workers: int) -
         assert_same_fit(a, b, tol=0.0)
 
 
-def test_groups_are_balanced_over_workers(folds: list[Fold], monkeypatch: pytest.MonkeyPatch) -> None:
-    """6 folds on 2 workers: two groups of 3 (not one of 6 and an idle worker), each fold read once, in order."""
+@pytest.mark.parametrize(
+    ("max_models", "workers", "sizes"),
+    [
+        (10, 2, [3, 3]),  # not one group of 6 and an idle worker
+        (4, 1, [3, 3]),  # not 4 and 2
+        (2, 2, [1, 1, 2, 2]),  # four groups, two rounds of two: not 2, 2, 2 with a worker idle in the second
+        (5, 4, [1, 1, 2, 2]),  # one group per worker, though two would do
+    ],
+)
+def test_groups_are_balanced_over_workers(
+    folds: list[Fold], monkeypatch: pytest.MonkeyPatch, max_models: int, workers: int, sizes: list[int]
+) -> None:
+    """Groups of near-equal size in a multiple of the workers; each fold read once, in order."""
     reads: list[int] = []
     group_sizes: list[int] = []
 
@@ -193,9 +204,12 @@ def test_groups_are_balanced_over_workers(folds: list[Fold], monkeypatch: pytest
         original(self, group, **kwargs)
 
     monkeypatch.setattr(batched_module._GroupTrainer, "__init__", counting_init)
-    fit_mlp_batched(Spy(), n_classes=N_CLASSES, config=replace(CONFIG, max_epochs=1), seeds=SEEDS, workers=2)
+    fit_mlp_batched(
+        Spy(), n_classes=N_CLASSES, config=replace(CONFIG, max_epochs=1), seeds=SEEDS,
+        max_models_per_group=max_models, workers=workers,
+    )
     assert reads == list(range(len(folds)))
-    assert sorted(group_sizes) == [3, 3]
+    assert sorted(group_sizes) == sizes
 
 
 def test_an_error_while_groups_train_comes_out_of_the_call(folds: list[Fold]) -> None:

@@ -54,6 +54,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +77,9 @@ ArrayLike = torch.Tensor | np.ndarray
 Fold = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # X_train, y_train, X_val, y_val
 
 DEFAULT_MAX_GROUP_BYTES = 2 * 1024**3  # data of one group (training rows + padded validation rows)
-DEFAULT_MAX_MODELS_PER_GROUP = 10  # one cell's folds: the group's weights and Adam state stay in cache (benchmarks/sweep.py)
+DEFAULT_MAX_MODELS_PER_GROUP = 5  # two groups of 5 keep both workers' weights and Adam state in L3 (benchmarks/sweep.py)
+
+_HUGE_PAGE_MIN_BYTES = 4 * 1024**2  # NumPy's own threshold for asking for huge pages
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as fit_mlp uses them
 
@@ -134,14 +137,17 @@ def fit_mlp_batched(
         raise ConfigError(f"`batch_size` must be a positive integer, but got {config.batch_size}.")
     device = torch.device(resolve_device(config.device))
 
-    # Groups of near-equal size, and at least one per worker when there are enough folds: 20 folds with
-    # max_models_per_group 8 make groups of 7, 7 and 6, not 8, 8 and 4; 10 folds on 2 workers make two of 5.
-    n_groups = min(len(folds), max(workers, -(-len(folds) // (max_models_per_group or len(folds) or 1))))
-    group_size = -(-len(folds) // max(n_groups, 1))
+    # Groups of near-equal size, in a multiple of the workers when there are enough folds (so that no worker
+    # idles through a last round): 20 folds with max_models_per_group 8 make groups of 7, 7 and 6 on one
+    # worker, not 8, 8 and 4, and four groups of 5 on two workers; 10 folds on 2 workers make two of 5.
+    n_needed = -(-len(folds) // (max_models_per_group or len(folds) or 1))
+    n_groups = max(1, min(len(folds), -(-n_needed // workers) * workers))
+    group_sizes = [len(folds) // n_groups + (g < len(folds) % n_groups) for g in range(n_groups)]
 
     def groups() -> Iterator[list[_Fold]]:
         """Consecutive folds, read one at a time, cut into groups by count and bytes."""
         group: list[_Fold] = []
+        made = 0  # groups yielded so far
         in_dim: int | None = None
         for i in range(len(folds)):
             fold = _load_fold(i, folds[i], n_classes, device, options[i])
@@ -152,10 +158,11 @@ def fit_mlp_batched(
                     f"All folds must have the same number of features, but fold {i} has {fold.X.shape[1]} and "
                     f"fold 0 has {in_dim}."
                 )
-            full = len(group) >= group_size
+            full = len(group) >= group_sizes[min(made, n_groups - 1)]
             too_big = max_group_bytes is not None and group and _group_bytes([*group, fold]) > max_group_bytes
             if full or too_big:
                 yield group
+                made += 1
                 group = []
             group.append(fold)
         if group:
@@ -163,16 +170,20 @@ def fit_mlp_batched(
 
     results: list[FitResult | None] = [None] * len(folds)
 
-    def train(group: list[_Fold], stop: threading.Event | None = None) -> None:
-        trainer = _GroupTrainer(group, n_classes=n_classes, config=config, seeds=seeds, device=device, stop=stop)
-        for index, result in trainer.run():
-            results[index] = result
+    with keep_host_buffers() as buffers:  # this call's, or the caller's when it keeps them between calls
 
-    if workers == 1 or device.type != "cpu":
-        for group in groups():
-            train(group)
-    else:
-        _train_concurrently(groups(), train, workers)
+        def train(group: list[_Fold], stop: threading.Event | None = None) -> None:
+            trainer = _GroupTrainer(
+                group, n_classes=n_classes, config=config, seeds=seeds, device=device, stop=stop, buffers=buffers
+            )
+            for index, result in trainer.run():
+                results[index] = result
+
+        if workers == 1 or device.type != "cpu":
+            for group in groups():
+                train(group)
+        else:
+            _train_concurrently(groups(), train, workers)
     return [r for r in results if r is not None]
 
 
@@ -241,11 +252,122 @@ def _load_fold(index: int, fold: Fold, n_classes: int, device: torch.device, opt
     return _Fold(index=index, X=X.contiguous(), y=y.contiguous(), Xv=Xv.contiguous(), yv=yv.contiguous(), options=options)
 
 
+def _empty(shape: tuple[int, ...], *, device: torch.device) -> torch.Tensor:
+    """An uninitialised float32 tensor; on CPU a large one is NumPy memory, backed by transparent huge pages.
+
+    NumPy asks the kernel for huge pages on large allocations (``madvise(MADV_HUGEPAGE)``, which is what
+    ``transparent_hugepage=madvise`` kernels need), torch's CPU allocator does not. For the group's training
+    rows this matters twice: writing them costs 512x fewer page faults, and the step's random row gathers
+    miss the TLB less.
+    """
+    if device.type == "cpu" and math.prod(shape) * 4 >= _HUGE_PAGE_MIN_BYTES:
+        return torch.from_numpy(np.empty(shape, dtype=np.float32))
+    return torch.empty(shape, device=device)
+
+
+class _HostBuffers:
+    """Large CPU buffers handed from one group to the next instead of being freed and allocated again.
+
+    Memory that a process frees and allocates again must be faulted in again, and on a virtual machine that
+    returns freed memory to its host (free page reporting) that costs far more than the copy into it: on this
+    project's 2-core VM, filling 700 MB freshly allocated took 0.8-2 s against 0.09 s for the same memory
+    kept, about a tenth of a group's training time. Groups of a sweep have near-equal sizes, so a buffer
+    given back fits the next group. Thread-safe: the workers take and give back concurrently.
+    """
+
+    _KEEP = 4  # free buffers kept at most (the smallest are let go first)
+
+    def __init__(self) -> None:
+        self._free: list[np.ndarray] = []
+        self._lent: dict[int, np.ndarray] = {}  # data pointer of a tensor taken -> its buffer
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A float32 CPU tensor of ``shape`` (uninitialised) on a kept buffer when one fits, else a new one."""
+        need = math.prod(shape)
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if need <= b.size <= 2 * need]
+            if fits:
+                buf = self._free.pop(min(fits, key=lambda i: self._free[i].size))
+            else:
+                self._free = [b for b in self._free if b.size > need]  # too small for what comes now: let go
+                buf = np.empty(need, dtype=np.float32)
+            tensor = torch.from_numpy(buf[:need].reshape(shape))
+            self._lent[tensor.data_ptr()] = buf
+        return tensor
+
+    def give(self, tensor: torch.Tensor) -> None:
+        """Give back a tensor from ``take`` (it must not be used afterwards)."""
+        with self._lock:
+            self._free.append(self._lent.pop(tensor.data_ptr()))
+            self._free.sort(key=lambda b: b.size)
+            del self._free[: max(0, len(self._free) - self._KEEP)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+            self._lent.clear()
+
+
+_host_buffers: _HostBuffers | None = None  # set while keep_host_buffers() is active
+_host_buffers_depth = 0
+_host_buffers_lock = threading.Lock()
+
+
+@contextmanager
+def keep_host_buffers() -> Iterator[_HostBuffers]:
+    """Keep the batched engine's large CPU buffers between calls of :func:`fit_mlp_batched` inside the block.
+
+    Each call reuses its groups' buffers anyway; a caller that makes many calls in a row (the sweep's
+    flushes, the tuner's trials) wraps them in this so that the buffers also pass from one call to the
+    next. They are freed when the outermost block ends.
+    """
+    global _host_buffers, _host_buffers_depth
+    with _host_buffers_lock:
+        if _host_buffers is None:
+            _host_buffers = _HostBuffers()
+        _host_buffers_depth += 1
+        pool = _host_buffers
+    try:
+        yield pool
+    finally:
+        with _host_buffers_lock:
+            _host_buffers_depth -= 1
+            if _host_buffers_depth == 0:
+                _host_buffers.clear()
+                _host_buffers = None
+
+
 def _group_bytes(group: list[_Fold]) -> int:
     d = group[0].X.shape[1]
     n_train = sum(f.X.shape[0] for f in group)
     n_val_padded = len(group) * max(f.Xv.shape[0] for f in group)
     return 4 * d * (n_train + n_val_padded)
+
+
+@dataclass
+class _StepViews:
+    """Views of a group's tensors for one active prefix ``[:k]``, as the step uses them."""
+
+    xb: torch.Tensor  # (k, B, d) the batch rows
+    xb_rows: torch.Tensor  # (k*B, d) the same, for the gather
+    xb_t: torch.Tensor  # (k, d, B)
+    xp: torch.Tensor | None  # mixup partners, (k, B, d)
+    xp_rows: torch.Tensor | None
+    hid: torch.Tensor  # (k, B, h)
+    hid_t: torch.Tensor  # (k, h, B)
+    dhid: torch.Tensor  # (k, B, h)
+    W1: torch.Tensor
+    b1: torch.Tensor  # (k, 1, h)
+    W2: torch.Tensor
+    b2: torch.Tensor  # (k, C, 1)
+    adj: torch.Tensor  # (k, C, 1)
+    gW1: torch.Tensor
+    gb1: torch.Tensor
+    gW2: torch.Tensor
+    gb2: torch.Tensor
+    step: torch.Tensor  # (k,) Adam's step counts
+    adam: list[list[torch.Tensor]]  # the fused Adam call's lists
 
 
 class _GroupTrainer:
@@ -260,6 +382,7 @@ class _GroupTrainer:
         seeds: Sequence[int],
         device: torch.device,
         stop: threading.Event | None = None,
+        buffers: _HostBuffers | None = None,
     ) -> None:
         self.config = config
         self.stop = stop  # set by another thread: leave at the end of the current epoch
@@ -273,12 +396,16 @@ class _GroupTrainer:
         self.n = [f.X.shape[0] for f in folds]  # slot -> training rows (non-increasing)
         self.n_val = [f.Xv.shape[0] for f in folds]
         # Training rows of all folds, concatenated; a slot's rows start at its offset.
-        self.Xcat = torch.cat([f.X for f in folds])  # (sum n, d)
+        # On CPU both large tensors come from the call's buffer pool and go back to it when the group ends.
+        self.buffers = buffers if device.type == "cpu" else None
+        take = self.buffers.take if self.buffers is not None else (lambda shape: _empty(shape, device=device))
+        self.Xcat = torch.cat([f.X for f in folds], out=take((sum(self.n), d)))  # (sum n, d)
         self.ycat = torch.cat([f.y for f in folds])  # (sum n,)
         self.offset = np.concatenate([[0], np.cumsum(self.n)[:-1]]).tolist()
         # Validation rows, padded to the longest; padding rows have weight 0.
         nv_max = max(self.n_val)
-        self.Xv = torch.zeros(G, nv_max, d, device=device)  # (G, NV, d)
+        self.Xv = take((G, nv_max, d)).zero_()  # (G, NV, d)
+        self._taken = [self.Xcat, self.Xv] if self.buffers is not None else []
         self.yv = torch.zeros(G, nv_max, dtype=torch.int64, device=device)  # (G, NV)
         for g, f in enumerate(folds):
             self.Xv[g, : f.Xv.shape[0]] = f.Xv
@@ -366,7 +493,7 @@ class _GroupTrainer:
                 self.runs.append((start, g))
                 start = g
         self.adam_lists = []
-        self.adam_for: dict[int, list[list[torch.Tensor]]] = {}  # active prefix k -> the fused Adam call's lists
+        self.views: dict[int, _StepViews] = {}  # active prefix k -> the step's views (Python overhead: made once)
         for a, b in self.runs:
             step_view = self.step[a]
             self.adam_lists.append(
@@ -398,6 +525,16 @@ class _GroupTrainer:
     # -- training -------------------------------------------------------------------------------------------
 
     def run(self) -> list[tuple[int, FitResult]]:
+        """Train every slot to the end; the results as (caller's fold index, FitResult), in stopping order."""
+        try:
+            return self._run()
+        finally:  # the group's large buffers go back to the pool, for the next group
+            for tensor in self._taken:
+                self.buffers.give(tensor)
+            self._taken = []
+            self.Xcat = self.Xv = None
+
+    def _run(self) -> list[tuple[int, FitResult]]:
         done: list[tuple[int, FitResult]] = []
         epoch = 0
         cfg = self.config
@@ -452,7 +589,7 @@ class _GroupTrainer:
 
     def _train_epoch(self) -> torch.Tensor:
         """One epoch of every slot; returns the per-slot sum over batches of (batch loss x batch rows), (G,)."""
-        B, d, device = self.B, self.d, self.device
+        B, device = self.B, self.device
         G, S = len(self.n), self.nb[0]
         # Batch order: each fold's own randperm (on the CPU generator, as fit_mlp), padded to S*B rows.
         idx = torch.empty(G, S * B, dtype=torch.int64)
@@ -478,36 +615,34 @@ class _GroupTrainer:
         neg_u = u.neg_().transpose(2, 3).contiguous()  # (S, G, C, B): -u
         del u
         losses = torch.zeros(S, G, device=device)  # each fold's batch loss at each step
-        W1, b1, W2, b2 = self.params
-        gW1, gb1, gW2, gb2 = self.grads
         lr, wd = self.config.lr, self.config.weight_decay
         for s in range(S):
             k = self.active[s]
-            xb = self.xb[:k]  # (k, B, d)
-            torch.index_select(self.Xcat, 0, idx[s, :k].reshape(-1), out=xb.view(k * B, d))
+            v = self.views.get(k)
+            if v is None:
+                v = self.views[k] = self._views(k)
+            xb = v.xb  # (k, B, d)
+            torch.index_select(self.Xcat, 0, idx[s, :k].view(-1), out=v.xb_rows)
             if mixing:  # x * lam + x_partner * (1 - lam), as train.mix; lam = 1 for folds without mixup
-                xp = self.xp[:k]
-                torch.index_select(self.Xcat, 0, pidx[s, :k].reshape(-1), out=xp.view(k * B, d))
-                xb.mul_(lam[s, :k].view(k, 1, 1)).add_(xp.mul_((1 - lam[s, :k]).view(k, 1, 1)))
-            hid = torch.baddbmm(b1[:k].unsqueeze(1), xb, W1[:k], out=self.hid[:k]).relu_()  # (k, B, h)
-            logits = torch.baddbmm(b2[:k].unsqueeze(2), W2[:k], hid.transpose(1, 2))  # (k, C, B)
+                torch.index_select(self.Xcat, 0, pidx[s, :k].reshape(-1), out=v.xp_rows)
+                xb.mul_(lam[s, :k].view(k, 1, 1)).add_(v.xp.mul_((1 - lam[s, :k]).view(k, 1, 1)))
+            hid = torch.baddbmm(v.b1, xb, v.W1, out=v.hid).relu_()  # (k, B, h)
+            logits = torch.baddbmm(v.b2, v.W2, v.hid_t)  # (k, C, B)
             if self.has_adj:
-                logits += self.adj[:k].unsqueeze(2)  # the loss sees f(x) + tau log(prior)
+                logits += v.adj  # the loss sees f(x) + tau log(prior)
             logp = torch.log_softmax(logits, dim=1)  # (k, C, B)
             torch.sum(neg_u[s, :k] * logp, (1, 2), out=losses[s, :k])  # (k,) each fold's batch loss
             # Backward of the loss: softmax * rho - u, zero on padding rows.
             dlogits = torch.addcmul(neg_u[s, :k], logp.exp_(), rho[s, :k])  # (k, C, B)
-            torch.bmm(dlogits, hid, out=gW2[:k])  # (k, C, h)
-            torch.sum(dlogits, dim=2, out=gb2[:k])  # (k, C)
-            dhid = torch.bmm(dlogits.transpose(1, 2), W2[:k], out=self.dhid[:k])  # (k, B, h)
+            torch.bmm(dlogits, hid, out=v.gW2)  # (k, C, h)
+            torch.sum(dlogits, dim=2, out=v.gb2)  # (k, C)
+            dhid = torch.bmm(dlogits.transpose(1, 2), v.W2, out=v.dhid)  # (k, B, h)
             torch.ops.aten.threshold_backward.grad_input(dhid, hid, 0.0, grad_input=dhid)  # ReLU backward
-            torch.bmm(xb.transpose(1, 2), dhid, out=gW1[:k])  # (k, d, h)
-            torch.sum(dhid, dim=1, out=gb1[:k])  # (k, h)
+            torch.bmm(v.xb_t, dhid, out=v.gW1)  # (k, d, h)
+            torch.sum(dhid, dim=1, out=v.gb1)  # (k, h)
             # Adam on the active slots: one fused call over the runs that have a batch at this step.
-            self.step[:k] += 1
-            lists = self.adam_for.get(k)
-            if lists is None:
-                lists = self.adam_for[k] = self._adam_lists(k)
+            v.step += 1
+            lists = v.adam
             torch._fused_adam_(
                 *lists[:4],
                 [],
@@ -527,6 +662,22 @@ class _GroupTrainer:
         for s in range(1, S):
             total += weighted[s]
         return total
+
+    def _views(self, k: int) -> _StepViews:
+        """The step's views of the group's tensors for the active prefix ``[:k]`` (made once per layout)."""
+        B, d = self.B, self.d
+        W1, b1, W2, b2 = self.params
+        gW1, gb1, gW2, gb2 = self.grads
+        xb, hid = self.xb[:k], self.hid[:k]
+        xp = self.xp[:k] if self.xp is not None else None
+        return _StepViews(
+            xb=xb, xb_rows=xb.view(k * B, d), xb_t=xb.transpose(1, 2),
+            xp=xp, xp_rows=xp.view(k * B, d) if xp is not None else None,
+            hid=hid, hid_t=hid.transpose(1, 2), dhid=self.dhid[:k],
+            W1=W1[:k], b1=b1[:k].unsqueeze(1), W2=W2[:k], b2=b2[:k].unsqueeze(2), adj=self.adj[:k].unsqueeze(2),
+            gW1=gW1[:k], gb1=gb1[:k], gW2=gW2[:k], gb2=gb2[:k],
+            step=self.step[:k], adam=self._adam_lists(k),
+        )
 
     def _adam_lists(self, k: int) -> list[list[torch.Tensor]]:
         """The fused Adam call's (params, grads, exp_avgs, exp_avg_sqs, steps) for the runs inside the prefix [:k]."""

@@ -57,7 +57,7 @@ class TrainConfig:
     # sequential: torch's intra-op threads. 0: one per available CPU (batched), torch's default (sequential).
     threads: int = 0
     engine: str = "batched"  # batched: many folds in lockstep (embalance.batched) | sequential: one fold at a time
-    max_models_per_group: int = 10  # batched: folds trained together
+    max_models_per_group: int = 5  # batched: folds trained together (per worker)
     max_group_bytes: int = 2**31  # batched: data of one group (training rows + padded validation rows)
     early_stopping: bool = True  # the fold's model: best-validation-loss weights (es) or those after fixed_epochs
     fixed_epochs: int = 20  # the fixed budget
