@@ -24,6 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,20 @@ from tqdm.auto import tqdm
 
 from embalance import tracking
 from embalance.augment import ResampleInfo, resample
+from embalance.batched import keep_host_buffers
 from embalance.config import MethodSpec, derive_seed, parse_method, seed_everything
 from embalance.errors import ConfigError, InfeasibleResampling
 from embalance.io import ensure_writable_dir, write_json
 from embalance.protocol import balanced_subsample, check_sizes, imbalanced_pool, stratified_folds
-from embalance.train import FitResult, FoldOptions, TrainConfig, fit_folds, predict_proba, refit_last_layer
+from embalance.train import (
+    FitResult,
+    FoldOptions,
+    TrainConfig,
+    cpu_threads,
+    fit_folds,
+    predict_proba,
+    refit_last_layer,
+)
 
 TEST_METRICS = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1")
 
@@ -234,15 +244,31 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
         pending.clear()
         return done
 
-    for method, size in cells:
-        pending.append((method, size, list(cell_folds(emb, method=method, size=size, params=params, dataset=dataset))))
-        n_jobs = sum(isinstance(it, FoldJob) for _, _, items in pending for it in items)
-        n_bytes = sum(it.X.nbytes + it.X_val.nbytes for _, _, items in pending for it in items if isinstance(it, FoldJob))
-        # A flush gives each worker a group: at most ``workers`` groups of ``max_models_per_group`` folds.
-        if config.engine == "sequential" or n_jobs >= config.max_models_per_group * config.workers or n_bytes >= config.max_group_bytes:
+    def prepare(i: int) -> list[FoldJob | FoldOutcome]:
+        method, size = cells[i]
+        return list(cell_folds(emb, method=method, size=size, params=params, dataset=dataset))
+
+    if config.engine == "sequential":
+        for i, (method, size) in enumerate(cells):
+            pending.append((method, size, prepare(i)))
             yield from flush()
-    if pending:
-        yield from flush()
+        return
+    # batched: the next cell's folds are prepared (pools, oversampling) on a thread of their own while the
+    # current ones train, every torch op on one intra-op thread (the training groups are the parallelism),
+    # and the engine's large buffers pass from one flush to the next.
+    with cpu_threads(1), keep_host_buffers(), ThreadPoolExecutor(1, thread_name_prefix="embalance-prepare") as prep:
+        upcoming = prep.submit(prepare, 0) if cells else None
+        for i, (method, size) in enumerate(cells):
+            items = upcoming.result()
+            upcoming = prep.submit(prepare, i + 1) if i + 1 < len(cells) else None
+            pending.append((method, size, items))
+            n_jobs = sum(isinstance(it, FoldJob) for _, _, items in pending for it in items)
+            n_bytes = sum(it.X.nbytes + it.X_val.nbytes for _, _, items in pending for it in items if isinstance(it, FoldJob))
+            # A flush gives each worker a group: at most ``workers`` groups of ``max_models_per_group`` folds.
+            if n_jobs >= config.max_models_per_group * config.workers or n_bytes >= config.max_group_bytes:
+                yield from flush()
+        if pending:
+            yield from flush()
 
 
 def run_cell(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> list[FoldOutcome]:
