@@ -91,7 +91,7 @@ class CellFolds(Sequence):
         direction = rng.standard_normal(grid.dim).astype(np.float32)
         direction /= np.linalg.norm(direction)
         y = np.r_[np.zeros(grid.majority, np.int64), np.ones(n_min, np.int64)]
-        X = rng.standard_normal((y.size, grid.dim), dtype=np.float32) / np.sqrt(grid.dim)
+        X = rng.standard_normal((y.size, grid.dim), dtype=np.float32) / np.float32(np.sqrt(grid.dim))
         X += CLASS_SHIFT * np.where(y == 1, 1.0, -1.0).astype(np.float32)[:, None] * direction
         X /= np.linalg.norm(X, axis=1, keepdims=True)
         self.X, self.y = X, y  # (majority + max size, dim) unit rows; majority first
@@ -144,7 +144,8 @@ def matmul_gflops(threads: int) -> float:
 def worker(engine: str, threads: int, grid: Grid, max_models: int | None) -> dict:
     """Run one engine over the grid (in a subprocess); print a JSON line."""
     folds = CellFolds(grid)
-    config = TrainConfig(max_epochs=grid.max_epochs, patience=grid.patience, device="cpu")
+    # both readings as the sweep takes them, the fixed one at max_epochs: no fold trains past max_epochs
+    config = TrainConfig(max_epochs=grid.max_epochs, fixed_epochs=grid.max_epochs, patience=grid.patience, device="cpu")
     seeds = [1000 + i for i in range(len(folds))]
     t0 = time.perf_counter()
     if engine == "sequential":
@@ -215,6 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, help="CPUs the engines may use (default: all available); the sequential engine also runs on 1"
     )
+    parser.add_argument(
+        "--engines",
+        choices=("both", "batched", "sequential"),
+        default="both",
+        help="which engines to run (default both; one alone gives no speed-up, e.g. to try --max-models-per-group)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--_worker", choices=("sequential", "batched"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -241,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     # (label, engine, threads): the sequential engine on one thread and on all; the batched one on all.
     plan = [(f"sequential/{n}", "sequential", n) for n in sorted({1, threads})] + [(f"batched/{threads}", "batched", threads)]
+    plan = [p for p in plan if args.engines in ("both", p[1])]
     for name in names:
         grid = make_grid(name, quick=args.quick, imdb_cells=args.imdb_cells)
         runs: dict[str, list[dict]] = {label: [] for label, _, _ in plan}
@@ -249,13 +257,17 @@ def main(argv: list[str] | None = None) -> None:
                 runs[label].append(run_engine(engine, n, name, args))
         rate = max(rate, matmul_gflops(threads))  # measured again after each config: the best of the run
         rate_1 = max(rate_1, matmul_gflops(1))
-        seq_label = min((label for label, engine, _ in plan if engine == "sequential"), key=lambda lb: min(r["wall_s"] for r in runs[lb]))
-        seq, bat = runs[seq_label][0], runs[plan[-1][0]][0]
-        same = seq["epochs"] == bat["epochs"] and seq["best_epochs"] == bat["best_epochs"]
+        seq_labels = [label for label, engine, _ in plan if engine == "sequential"]
+        seq_label = min(seq_labels, key=lambda lb: min(r["wall_s"] for r in runs[lb])) if seq_labels else None
+        bat_label = f"batched/{threads}" if args.engines != "sequential" else None
+        seq = runs[seq_label][0] if seq_label else None
+        bat = runs[bat_label][0] if bat_label else None
+        one = seq or bat
+        same = (seq["epochs"] == bat["epochs"] and seq["best_epochs"] == bat["best_epochs"]) if seq and bat else None
         print(
-            f"\n[{name}] {len(grid.cells)} cells x {N_FOLDS} folds = {seq['fits']} fits, majority {grid.majority}, "
+            f"\n[{name}] {len(grid.cells)} cells x {N_FOLDS} folds = {one['fits']} fits, majority {grid.majority}, "
             f"{grid.dim}-d, hidden 128, batch 64, max_epochs {grid.max_epochs}, patience {grid.patience}; "
-            f"epochs run: {sum(seq['epochs'])} in all; same epochs/best epochs in both engines: {same}; "
+            f"epochs run: {sum(one['epochs'])} in all; same epochs/best epochs in both engines: {same}; "
             f"batched group size {args.max_models_per_group}; GFLOP/s as a share of {rate:.1f} ({threads} threads)"
         )
         header = (
@@ -281,20 +293,21 @@ def main(argv: list[str] | None = None) -> None:
                 f"{engine:<14} {best:>13.1f} {med:>12.1f} {rows[engine]['fits_per_s']:>8.2f} {gflops:>8.1f} "
                 f"{100 * gflops / rate:>7.1f}% {rows[engine]['peak_rss_mib']:>13.0f}"
             )
-        speedup = rows[seq_label]["wall_s_best"] / rows[plan[-1][0]]["wall_s_best"]
-        print(f"speed-up (batched vs the faster sequential run, {seq_label}, best walls): {speedup:.2f}x")
+        speedup = rows[seq_label]["wall_s_best"] / rows[bat_label]["wall_s_best"] if seq and bat else None
+        if speedup is not None:
+            print(f"speed-up (batched vs the faster sequential run, {seq_label}, best walls): {speedup:.2f}x")
         report["configs"].append(
             {
                 "config": name,
                 "grid": grid.__dict__ | {"cells": grid.cells},
-                "fits": seq["fits"],
+                "fits": one["fits"],
                 "same_epochs": same,
                 "engines": rows,
                 "speedup": speedup,
                 "speedup_against": seq_label,
                 "matmul_gflops": rate,
                 "matmul_gflops_1_thread": rate_1,
-                "flops": seq["flops"],
+                "flops": one["flops"],
             }
         )
     report["matmul_gflops"] = rate
