@@ -311,3 +311,33 @@ def test_bad_options_are_refused(folds: list[Fold]) -> None:
         fit_mlp_batched(folds[:1], n_classes=N_CLASSES, config=CONFIG, seeds=[0], options=[FoldOptions(mixup_alpha=0.4, n_real=151)])
     with pytest.raises(ConfigError, match="one FoldOptions per fold"):
         fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, options=OPTIONS[:2])
+
+
+def test_host_buffers_are_reused_when_they_fit() -> None:
+    pool = batched_module._HostBuffers()
+    a = pool.take((100, 8))
+    ptr = a.data_ptr()
+    pool.give(a)
+    b = pool.take((90, 8))  # fits in the 800-float buffer given back
+    assert b.shape == (90, 8) and b.dtype == torch.float32 and b.data_ptr() == ptr
+    pool.give(b)
+    c = pool.take((30, 8))  # the kept buffer is more than twice too big: a new one
+    assert c.data_ptr() != ptr
+    pool.give(c)
+    d = pool.take((500, 8))  # larger than anything kept: new, and the smaller free buffers are let go
+    assert [buf.size for buf in pool._free] == []
+    pool.give(d)
+    assert [buf.size for buf in pool._free] == [4000]
+
+
+def test_buffers_kept_between_calls_change_no_result(folds: list[Fold], sequential: list[FitResult]) -> None:
+    """Inside keep_host_buffers the second call trains on the first call's (dirty) buffers: same bits."""
+    with batched_module.keep_host_buffers() as pool:
+        first = fit_mlp_batched(folds[::-1], n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS[::-1])
+        assert pool._free  # given back, kept for the next call
+        second = fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS)
+    assert batched_module._host_buffers is None  # freed with the outermost block
+    for a, b in zip(second, first[::-1], strict=True):
+        assert_same_fit(a, b, tol=0.0)
+    for a, b in zip(second, sequential, strict=True):
+        assert_same_fit(a, b, tol=TOL)
