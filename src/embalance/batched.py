@@ -79,8 +79,6 @@ Fold = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # X_train, y_train, X_
 DEFAULT_MAX_GROUP_BYTES = 2 * 1024**3  # data of one group (training rows + padded validation rows)
 DEFAULT_MAX_MODELS_PER_GROUP = 5  # two groups of 5 keep both workers' weights and Adam state in L3 (benchmarks/sweep.py)
 
-_HUGE_PAGE_MIN_BYTES = 4 * 1024**2  # NumPy's own threshold for asking for huge pages
-
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as fit_mlp uses them
 
 
@@ -252,21 +250,13 @@ def _load_fold(index: int, fold: Fold, n_classes: int, device: torch.device, opt
     return _Fold(index=index, X=X.contiguous(), y=y.contiguous(), Xv=Xv.contiguous(), yv=yv.contiguous(), options=options)
 
 
-def _empty(shape: tuple[int, ...], *, device: torch.device) -> torch.Tensor:
-    """An uninitialised float32 tensor; on CPU a large one is NumPy memory, backed by transparent huge pages.
-
-    NumPy asks the kernel for huge pages on large allocations (``madvise(MADV_HUGEPAGE)``, which is what
-    ``transparent_hugepage=madvise`` kernels need), torch's CPU allocator does not. For the group's training
-    rows this matters twice: writing them costs 512x fewer page faults, and the step's random row gathers
-    miss the TLB less.
-    """
-    if device.type == "cpu" and math.prod(shape) * 4 >= _HUGE_PAGE_MIN_BYTES:
-        return torch.from_numpy(np.empty(shape, dtype=np.float32))
-    return torch.empty(shape, device=device)
-
-
 class _HostBuffers:
     """Large CPU buffers handed from one group to the next instead of being freed and allocated again.
+
+    They are NumPy memory: NumPy asks the kernel for transparent huge pages on large allocations
+    (``madvise(MADV_HUGEPAGE)``, what ``transparent_hugepage=madvise`` kernels need), torch's CPU allocator
+    does not. For a group's training rows that means 512x fewer page faults when they are written and fewer
+    TLB misses when the step gathers its batch rows at random.
 
     Memory that a process frees and allocates again must be faulted in again, and on a virtual machine that
     returns freed memory to its host (free page reporting) that costs far more than the copy into it: on this
@@ -398,7 +388,7 @@ class _GroupTrainer:
         # Training rows of all folds, concatenated; a slot's rows start at its offset.
         # On CPU both large tensors come from the call's buffer pool and go back to it when the group ends.
         self.buffers = buffers if device.type == "cpu" else None
-        take = self.buffers.take if self.buffers is not None else (lambda shape: _empty(shape, device=device))
+        take = self.buffers.take if self.buffers is not None else (lambda shape: torch.empty(shape, device=device))
         self.Xcat = torch.cat([f.X for f in folds], out=take((sum(self.n), d)))  # (sum n, d)
         self.ycat = torch.cat([f.y for f in folds])  # (sum n,)
         self.offset = np.concatenate([[0], np.cumsum(self.n)[:-1]]).tolist()

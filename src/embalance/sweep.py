@@ -248,27 +248,39 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
         method, size = cells[i]
         return list(cell_folds(emb, method=method, size=size, params=params, dataset=dataset))
 
-    if config.engine == "sequential":
-        for i, (method, size) in enumerate(cells):
-            pending.append((method, size, prepare(i)))
+    def full() -> bool:
+        """Time to train: sequential, every cell; batched, once each worker has a group of
+        ``max_models_per_group`` folds (or the data reach ``max_group_bytes``)."""
+        if config.engine == "sequential":
+            return True
+        jobs = [it for _, _, items in pending for it in items if isinstance(it, FoldJob)]
+        n_bytes = sum(it.X.nbytes + it.X_val.nbytes for it in jobs)
+        return len(jobs) >= config.max_models_per_group * config.workers or n_bytes >= config.max_group_bytes
+
+    def run(prepared: Iterator[list[FoldJob | FoldOutcome]]) -> Iterator[tuple[str, int, list[FoldOutcome]]]:
+        for (method, size), items in zip(cells, prepared, strict=True):
+            pending.append((method, size, items))
+            if full():
+                yield from flush()
+        if pending:
             yield from flush()
+
+    def prefetched(prep: ThreadPoolExecutor) -> Iterator[list[FoldJob | FoldOutcome]]:
+        """The cells' folds in order, each next one prepared on ``prep`` while the caller trains the current."""
+        upcoming = prep.submit(prepare, 0) if cells else None
+        for i in range(len(cells)):
+            items = upcoming.result()
+            upcoming = prep.submit(prepare, i + 1) if i + 1 < len(cells) else None
+            yield items
+
+    if config.engine == "sequential":
+        yield from run(prepare(i) for i in range(len(cells)))
         return
     # batched: the next cell's folds are prepared (pools, oversampling) on a thread of their own while the
     # current ones train, every torch op on one intra-op thread (the training groups are the parallelism),
     # and the engine's large buffers pass from one flush to the next.
     with cpu_threads(1), keep_host_buffers(), ThreadPoolExecutor(1, thread_name_prefix="embalance-prepare") as prep:
-        upcoming = prep.submit(prepare, 0) if cells else None
-        for i, (method, size) in enumerate(cells):
-            items = upcoming.result()
-            upcoming = prep.submit(prepare, i + 1) if i + 1 < len(cells) else None
-            pending.append((method, size, items))
-            n_jobs = sum(isinstance(it, FoldJob) for _, _, items in pending for it in items)
-            n_bytes = sum(it.X.nbytes + it.X_val.nbytes for _, _, items in pending for it in items if isinstance(it, FoldJob))
-            # A flush gives each worker a group: at most ``workers`` groups of ``max_models_per_group`` folds.
-            if n_jobs >= config.max_models_per_group * config.workers or n_bytes >= config.max_group_bytes:
-                yield from flush()
-        if pending:
-            yield from flush()
+        yield from run(prefetched(prep))
 
 
 def run_cell(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> list[FoldOutcome]:
