@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import InvalidParameterError
 
+from embalance import oversample
 from embalance.errors import ConfigError, InfeasibleResampling
 from embalance.oversample import (
     ADASYN,
@@ -269,6 +270,50 @@ def test_same_seed_same_arrays_other_seed_other_arrays(sampler: object) -> None:
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert first[0].shape != other[0].shape or not np.array_equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("tall", [True, False], ids=["scores-transposed", "scores-by-query"])
+@pytest.mark.parametrize("max_block", [1 << 22, 200], ids=["one-block", "blocks"])
+def test_neighbour_search_is_exact(monkeypatch: pytest.MonkeyPatch, tall: bool, max_block: int) -> None:
+    # Both orientations of the score matrix, in one block and in several (candidates merged), against
+    # scikit-learn's exact search; each query excludes itself.
+    monkeypatch.setattr(oversample, "_TALL_QUERIES", 10**9 if tall else 0)
+    monkeypatch.setattr(oversample, "_MAX_BLOCK", max_block)
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(300, 16)).astype(np.float32)
+    rows = rng.choice(300, 40, replace=False)
+    got = oversample._kneighbors(
+        torch.from_numpy(data[rows]), torch.from_numpy(data), 5, exclude=torch.from_numpy(rows)
+    )
+    expected = NearestNeighbors(n_neighbors=6).fit(data).kneighbors(data[rows], return_distance=False)[:, 1:]
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("sampler", ALL_SAMPLERS[:5], ids=repr)
+def test_arrays_do_not_depend_on_the_number_of_threads(sampler: object) -> None:
+    # Large enough that the copy and the synthetic rows span several blocks, which 2 threads share out.
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0.0, 1.0, (12_000, 96)), rng.normal(0.5, 1.0, (60, 96))]).astype(np.float32)
+    y = np.repeat([0, 1], [12_000, 60])
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sampler.set_params(random_state=3).fit_resample(X, y)
+        torch.set_num_threads(2)
+        two = sampler.set_params(random_state=3).fit_resample(X, y)
+    finally:
+        torch.set_num_threads(previous)
+    assert one[0].shape[0] > 20_000  # the synthetic rows alone are several blocks of 2**18 values
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+
+
+def test_finite_values_whose_sum_overflows_are_accepted() -> None:
+    X, y = binary()
+    X = (np.sign(X) * 3e38).astype(np.float32)  # finite, but a float32 sum of them overflows
+    X[:, 0] = np.abs(X[:, 0])
+    X_res, _ = RandomOverSampler(random_state=0).fit_resample(X, y)
+    assert np.isfinite(X_res).all()
 
 
 @pytest.mark.parametrize("sampler", ALL_SAMPLERS, ids=repr)
