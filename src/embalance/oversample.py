@@ -166,8 +166,9 @@ def _kneighbors(
     share one reused buffer, each block keeps its own top k, and the candidates are merged. With
     few queries (fewer than `_TALL_QUERIES`) a block's scores are computed transposed, (block, b) =
     data @ queries.T: a matrix product with only a few output rows runs at a fraction of the speed
-    of the same product with them as columns (2x at 8 or 64 queries on the CPU), and it dominates;
-    with many queries the top-k along rows is the cheaper one and the orientation does not matter.
+    of the same product with them as columns (half, at 8 or 64 queries on the CPU), and it dominates.
+    With many queries the product runs near full speed either way, and the top-k along the data
+    axis would then cost more than the transposed product saves.
     """
     n_queries, n_data = queries.shape[0], data.shape[0]
     device = data.device
@@ -281,9 +282,10 @@ def _interpolate_into(
     """out[i] = base[base_rows[i]] + steps[i] * (other[other_rows[i]] - base[base_rows[i]]).
 
     Without ``other`` it is a plain gather, out[i] = base[base_rows[i]]. Rows are processed in
-    blocks of about 1 MB (`_BLOCK_ELEMS`), each through its thread's own buffer, so the temporaries stay in cache and
-    nothing of the output's size is allocated; on CPU the result is written straight into ``out`` (a
-    view of the output array), the blocks spread over the CPU's threads (see `_in_row_blocks`).
+    blocks of about 1 MB (`_BLOCK_ELEMS`), each through its thread's own buffer, so the temporaries
+    stay in cache and nothing of the output's size is allocated; on CPU the result is written
+    straight into ``out`` (a view of the output array), the blocks spread over the CPU's threads
+    (see `_in_row_blocks`).
     """
     chunk = min(out.shape[0], max(1, _BLOCK_ELEMS // max(base.shape[1], 1)))
     same_device = out.device == base.device
