@@ -33,7 +33,8 @@ count, so each such *run* of slots is one contiguous chunk per parameter for the
 A fold that stops is taken out of the group at the end of the epoch (its best weights become its
 :class:`~embalance.model.MLP`; the group's tensors are compacted), so finished folds cost nothing afterwards.
 
-Memory: a group holds its folds' data (concatenated training rows, padded validation rows) plus five
+Memory: a group holds its folds' data (each fold's training rows as the caller gave them, without a copy: the
+step gathers a slot's batch rows from its own fold; the validation rows padded into one tensor) plus five
 copies of the stacked parameters (weights, gradient, Adam's two moments, best weights). Groups are formed
 from consecutive folds, closed at ``max_models_per_group`` folds or ``max_group_bytes`` of data, and
 ``folds[i]`` is read only when its group is formed: pass a lazy ``Sequence`` to keep one group in memory.
@@ -253,16 +254,17 @@ def _load_fold(index: int, fold: Fold, n_classes: int, device: torch.device, opt
 class _HostBuffers:
     """Large CPU buffers handed from one group to the next instead of being freed and allocated again.
 
-    They are NumPy memory: NumPy asks the kernel for transparent huge pages on large allocations
-    (``madvise(MADV_HUGEPAGE)``, what ``transparent_hugepage=madvise`` kernels need), torch's CPU allocator
-    does not. For a group's training rows that means 512x fewer page faults when they are written and fewer
-    TLB misses when the step gathers its batch rows at random.
+    Used for a group's padded validation rows. They are NumPy memory: NumPy asks the kernel for transparent
+    huge pages on large allocations (``madvise(MADV_HUGEPAGE)``, what ``transparent_hugepage=madvise``
+    kernels need), torch's CPU allocator does not.
 
     Memory that a process frees and allocates again must be faulted in again, and on a virtual machine that
     returns freed memory to its host (free page reporting) that costs far more than the copy into it: on this
     project's 2-core VM, filling 700 MB freshly allocated took 0.8-2 s against 0.09 s for the same memory
-    kept, about a tenth of a group's training time. Groups of a sweep have near-equal sizes, so a buffer
-    given back fits the next group. Thread-safe: the workers take and give back concurrently.
+    kept. (That is also why a group no longer copies its folds' training rows into one tensor: the copy and
+    its page faults took 0.1-2.3 s per group of 5 IMDB-sized folds, with a CPU idle at the start.) Groups of
+    a sweep have near-equal sizes, so a buffer given back fits the next group. Thread-safe: the workers take
+    and give back concurrently.
     """
 
     _KEEP = 4  # free buffers kept at most (the smallest are let go first)
@@ -340,10 +342,8 @@ class _StepViews:
     """Views of a group's tensors for one active prefix ``[:k]``, as the step uses them."""
 
     xb: torch.Tensor  # (k, B, d) the batch rows
-    xb_rows: torch.Tensor  # (k*B, d) the same, for the gather
     xb_t: torch.Tensor  # (k, d, B)
     xp: torch.Tensor | None  # mixup partners, (k, B, d)
-    xp_rows: torch.Tensor | None
     hid: torch.Tensor  # (k, B, h)
     hid_t: torch.Tensor  # (k, h, B)
     dhid: torch.Tensor  # (k, B, h)
@@ -385,17 +385,18 @@ class _GroupTrainer:
         self.fold_index = [f.index for f in folds]  # slot -> caller's index
         self.n = [f.X.shape[0] for f in folds]  # slot -> training rows (non-increasing)
         self.n_val = [f.Xv.shape[0] for f in folds]
-        # Training rows of all folds, concatenated; a slot's rows start at its offset.
-        # On CPU both large tensors come from the call's buffer pool and go back to it when the group ends.
-        self.buffers = buffers if device.type == "cpu" else None
-        take = self.buffers.take if self.buffers is not None else (lambda shape: torch.empty(shape, device=device))
-        self.Xcat = torch.cat([f.X for f in folds], out=take((sum(self.n), d)))  # (sum n, d)
+        # Training rows: each slot's own tensor, as the fold gave it (no copy; the step gathers its batch rows
+        # from it). Labels of all folds concatenated; a slot's labels start at its offset.
+        self.X = [f.X for f in folds]  # (n_g, d) per slot
         self.ycat = torch.cat([f.y for f in folds])  # (sum n,)
         self.offset = np.concatenate([[0], np.cumsum(self.n)[:-1]]).tolist()
-        # Validation rows, padded to the longest; padding rows have weight 0.
+        # Validation rows, padded to the longest; padding rows have weight 0. On CPU they come from the call's
+        # buffer pool and go back to it when the group ends.
+        self.buffers = buffers if device.type == "cpu" else None
+        take = self.buffers.take if self.buffers is not None else (lambda shape: torch.empty(shape, device=device))
         nv_max = max(self.n_val)
         self.Xv = take((G, nv_max, d)).zero_()  # (G, NV, d)
-        self._taken = [self.Xcat, self.Xv] if self.buffers is not None else []
+        self._taken = [self.Xv] if self.buffers is not None else []
         self.yv = torch.zeros(G, nv_max, dtype=torch.int64, device=device)  # (G, NV)
         for g, f in enumerate(folds):
             self.Xv[g, : f.Xv.shape[0]] = f.Xv
@@ -420,7 +421,7 @@ class _GroupTrainer:
         self.rngs = [np.random.default_rng(o.mixup_seed) if o.mixup_alpha > 0 else None for o in opts]
         # Validation rows' loss weights: their class weight (1 for plain folds), 0 on padding.
         self.v_weight = self.cw.gather(1, self.yv) * self.v_mask  # (G, NV)
-        group.clear()  # the folds' own tensors are copied into the group's: let the caller's copies go
+        group.clear()  # the slots hold what they need of the folds
         del folds
 
         # Initialisation: each fold's generator draws exactly as MLP.reset_parameters does.
@@ -458,6 +459,8 @@ class _GroupTrainer:
         self.hid = torch.empty(G, B, h, device=device)  # (G, B, h)
         self.dhid = torch.empty(G, B, h, device=device)  # (G, B, h)
         self.xp = torch.empty(G, B, d, device=device) if any(a > 0 for a in self.alpha) else None  # mixup partners
+        self.xb_slots = self.xb.unbind(0)  # (B, d) per slot: where a slot's batch rows are gathered
+        self.xp_slots = self.xp.unbind(0) if self.xp is not None else ()
         self._layout()
 
     # -- bookkeeping that depends on the set of slots -------------------------------------------------------
@@ -507,7 +510,7 @@ class _GroupTrainer:
             lst[:] = [take(t) for t in lst]
         for name in ("step", "best_loss", "best_epoch", "es_done", "stop_epoch", "Xv", "yv", "v_mask", "v_count", "v_class_count", "v_weight", "cw", "adj"):
             setattr(self, name, take(getattr(self, name)))
-        for name in ("fold_index", "n", "n_val", "offset", "gens", "history", "alpha", "n_real", "rngs"):
+        for name in ("fold_index", "X", "n", "n_val", "offset", "gens", "history", "alpha", "n_real", "rngs"):
             values = getattr(self, name)
             setattr(self, name, [values[g] for g in keep])
         self._layout()
@@ -522,7 +525,7 @@ class _GroupTrainer:
             for tensor in self._taken:
                 self.buffers.give(tensor)
             self._taken = []
-            self.Xcat = self.Xv = None
+            self.X, self.Xv = [], None
 
     def _run(self) -> list[tuple[int, FitResult]]:
         done: list[tuple[int, FitResult]] = []
@@ -582,13 +585,12 @@ class _GroupTrainer:
         B, device = self.B, self.device
         G, S = len(self.n), self.nb[0]
         # Batch order: each fold's own randperm (on the CPU generator, as fit_mlp), padded to S*B rows.
-        idx = torch.empty(G, S * B, dtype=torch.int64)
+        local = torch.zeros(G, S * B, dtype=torch.int64)  # rows of each slot's X; padding: row 0, weight 0
         for g, gen in enumerate(self.gens):
-            n, off = self.n[g], self.offset[g]
-            perm = torch.randperm(n, generator=gen)
-            idx[g, :n] = perm + off
-            idx[g, n:] = off  # padding rows: any real row, weight 0
-        idx = idx.view(G, S, B).transpose(0, 1).contiguous().to(device)  # (S, G, B) rows of Xcat
+            local[g, : self.n[g]] = torch.randperm(self.n[g], generator=gen)
+        offset = torch.tensor(self.offset).view(G, 1)
+        idx = (local + offset).view(G, S, B).transpose(0, 1).contiguous().to(device)  # (S, G, B) rows of ycat
+        rows = local.view(G, S, B).to(device).unbind(0)  # per slot, (S, B): row s is step s's batch
         # u: (S, G, C, B) each row's (soft) label times its class weight, normalised to sum 1 over a fold's batch
         # (0 on padding): the loss is -sum(u * log p) and its gradient wrt the logits p * rho - u, rho = u.sum(C).
         # The class axis comes before the rows: logits are computed transposed, (k, C, B) = W2 (k, C, h) @ hid^T,
@@ -597,6 +599,7 @@ class _GroupTrainer:
         mixing = self.xp is not None
         if mixing:
             lam, pidx = self._mixup_epoch(idx)  # (S, G), (S, G, B)
+            partner_rows = (pidx - offset.to(device).view(1, G, 1)).transpose(0, 1).contiguous().unbind(0)
             lam4 = lam.view(S, G, 1, 1)
             u = u * lam4 + torch.nn.functional.one_hot(self.ycat[pidx], self.C).to(torch.float32) * (1 - lam4)
         u = u * self.cw.view(1, G, 1, self.C) * self.row_mask.unsqueeze(3)
@@ -612,9 +615,11 @@ class _GroupTrainer:
             if v is None:
                 v = self.views[k] = self._views(k)
             xb = v.xb  # (k, B, d)
-            torch.index_select(self.Xcat, 0, idx[s, :k].view(-1), out=v.xb_rows)
+            for g in range(k):  # each slot's batch rows from its own X
+                torch.index_select(self.X[g], 0, rows[g][s], out=self.xb_slots[g])
             if mixing:  # x * lam + x_partner * (1 - lam), as train.mix; lam = 1 for folds without mixup
-                torch.index_select(self.Xcat, 0, pidx[s, :k].reshape(-1), out=v.xp_rows)
+                for g in range(k):
+                    torch.index_select(self.X[g], 0, partner_rows[g][s], out=self.xp_slots[g])
                 xb.mul_(lam[s, :k].view(k, 1, 1)).add_(v.xp.mul_((1 - lam[s, :k]).view(k, 1, 1)))
             hid = torch.baddbmm(v.b1, xb, v.W1, out=v.hid).relu_()  # (k, B, h)
             logits = torch.baddbmm(v.b2, v.W2, v.hid_t)  # (k, C, B)
@@ -655,14 +660,12 @@ class _GroupTrainer:
 
     def _views(self, k: int) -> _StepViews:
         """The step's views of the group's tensors for the active prefix ``[:k]`` (made once per layout)."""
-        B, d = self.B, self.d
         W1, b1, W2, b2 = self.params
         gW1, gb1, gW2, gb2 = self.grads
         xb, hid = self.xb[:k], self.hid[:k]
         xp = self.xp[:k] if self.xp is not None else None
         return _StepViews(
-            xb=xb, xb_rows=xb.view(k * B, d), xb_t=xb.transpose(1, 2),
-            xp=xp, xp_rows=xp.view(k * B, d) if xp is not None else None,
+            xb=xb, xb_t=xb.transpose(1, 2), xp=xp,
             hid=hid, hid_t=hid.transpose(1, 2), dhid=self.dhid[:k],
             W1=W1[:k], b1=b1[:k].unsqueeze(1), W2=W2[:k], b2=b2[:k].unsqueeze(2), adj=self.adj[:k].unsqueeze(2),
             gW1=gW1[:k], gb1=gb1[:k], gW2=gW2[:k], gb2=gb2[:k],
@@ -680,7 +683,7 @@ class _GroupTrainer:
         return lists
 
     def _mixup_epoch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This epoch's mixup draws, per fold as fit_mlp makes them: lam (S, G) and partner rows of Xcat (S, G, B).
+        """This epoch's mixup draws, per fold as fit_mlp makes them: lam (S, G) and partner rows of ycat (S, G, B).
 
         Folds without mixup get lam = 1 and themselves as partners (x * 1 + x * 0 = x exactly).
         """
