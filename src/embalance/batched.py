@@ -588,9 +588,7 @@ class _GroupTrainer:
         local = torch.zeros(G, S * B, dtype=torch.int64)  # rows of each slot's X; padding: row 0, weight 0
         for g, gen in enumerate(self.gens):
             local[g, : self.n[g]] = torch.randperm(self.n[g], generator=gen)
-        offset = torch.tensor(self.offset).view(G, 1)
-        idx = (local + offset).view(G, S, B).transpose(0, 1).contiguous().to(device)  # (S, G, B) rows of ycat
-        rows = local.view(G, S, B).to(device).unbind(0)  # per slot, (S, B): row s is step s's batch
+        idx, rows = self._epoch_rows(local)
         # u: (S, G, C, B) each row's (soft) label times its class weight, normalised to sum 1 over a fold's batch
         # (0 on padding): the loss is -sum(u * log p) and its gradient wrt the logits p * rho - u, rho = u.sum(C).
         # The class axis comes before the rows: logits are computed transposed, (k, C, B) = W2 (k, C, h) @ hid^T,
@@ -598,8 +596,8 @@ class _GroupTrainer:
         u = torch.nn.functional.one_hot(self.ycat[idx], self.C).to(torch.float32)
         mixing = self.xp is not None
         if mixing:
-            lam, pidx = self._mixup_epoch(idx)  # (S, G), (S, G, B)
-            partner_rows = (pidx - offset.to(device).view(1, G, 1)).transpose(0, 1).contiguous().unbind(0)
+            lam, partners = self._mixup_epoch(local)  # (S, G), (G, S*B)
+            pidx, partner_rows = self._epoch_rows(partners)
             lam4 = lam.view(S, G, 1, 1)
             u = u * lam4 + torch.nn.functional.one_hot(self.ycat[pidx], self.C).to(torch.float32) * (1 - lam4)
         u = u * self.cw.view(1, G, 1, self.C) * self.row_mask.unsqueeze(3)
@@ -682,21 +680,30 @@ class _GroupTrainer:
                 acc.extend(part)
         return lists
 
-    def _mixup_epoch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This epoch's mixup draws, per fold as fit_mlp makes them: lam (S, G) and partner rows of ycat (S, G, B).
+    def _epoch_rows(self, local: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """An epoch's rows, given per slot in its own X (``local``, (G, S*B) on the CPU), in the two forms the
+        step reads: rows of ``ycat`` (S, G, B) for the labels, and per slot (S, B) for gathering from its X."""
+        G, B = len(self.n), self.B
+        local = local.view(G, -1, B)
+        offset = torch.tensor(self.offset).view(G, 1, 1)
+        return (local + offset).transpose(0, 1).contiguous().to(self.device), local.to(self.device).unbind(0)
+
+    def _mixup_epoch(self, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's mixup draws, per fold as fit_mlp makes them: lam (S, G) on the device, and the partner
+        rows of each slot's X (G, S*B) on the CPU, in the order of ``local`` (the slots' batch rows, (G, S*B)).
 
         Folds without mixup get lam = 1 and themselves as partners (x * 1 + x * 0 = x exactly).
         """
-        S, G, B = idx.shape
+        G, S = len(self.n), self.nb[0]
         lam = torch.ones(G, S)
-        pidx = idx.transpose(0, 1).reshape(G, S * B).cpu().clone()  # (G, S*B) in each fold's epoch order
+        partners = local.clone()
         for g, rng in enumerate(self.rngs):
             if rng is None:
                 continue
             lam_g, partner = mixup_draws(rng, self.alpha[g], self.nb[g], self.n[g], self.n_real[g])
             lam[g, : self.nb[g]] = torch.from_numpy(lam_g)
-            pidx[g, : self.n[g]] = torch.from_numpy(partner) + self.offset[g]
-        return lam.T.contiguous().to(self.device), pidx.view(G, S, B).transpose(0, 1).contiguous().to(self.device)
+            partners[g, : self.n[g]] = torch.from_numpy(partner)
+        return lam.T.contiguous().to(self.device), partners
 
     @torch.no_grad()
     def _validate(self) -> tuple[torch.Tensor, torch.Tensor]:
