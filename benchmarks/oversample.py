@@ -10,6 +10,16 @@ is a cloud around a point near the first topic, so it overlaps the majority and 
 finds samples in danger and ADASYN finds majority neighbours in every cell (the overlap is set per
 minority size, see ``OVERLAP``; the ``danger`` column reports how many samples were in danger).
 
+Borderline-SMOTE and ADASYN need the exact nearest neighbours of every minority sample among all
+rows: a (n_min x n) by d matrix product of ``2 * n_min * n * d`` FLOPs, for imbalanced-learn and for
+embalance alike. The ``ceiling`` column bounds the ratio any exact implementation could reach on this
+machine: imbalanced-learn's time divided by the time of that product alone at the best float32 matmul
+rate measured so far in the run (torch.mm, square 2048, measured again before each data set).
+Everything else an oversampler does (checking the input, writing the output) is left out, so it is a
+strict upper bound, and the real one is lower. The JSON rows carry it at the best rate of the whole run.
+(imbalanced-learn's search, scikit-learn's, computes in float64 even for float32 input; the header
+prints both matmul rates.)
+
     python benchmarks/oversample.py            # full grid: n_maj {5k,25k,60k} x n_min {8,64,512} x d {384,768}
     python benchmarks/oversample.py --quick    # a small grid, seconds
     python benchmarks/oversample.py --n-majority 60000 --dims 768   # the cells of the 5x target
@@ -74,6 +84,34 @@ def best_time(run: Callable[[], tuple[np.ndarray, np.ndarray]], repeat: int) -> 
     return best, y_res
 
 
+SEARCH_METHODS = ("borderline", "adasyn")  # an exact neighbour search of the minority among all rows
+
+
+def matmul_gflops(n: int = 2048, repeat: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """The best torch.mm rate (GFLOP/s) on torch's threads, square ``n``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    torch.mm(a, b, out=out)
+    best = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def search_seconds(row: dict[str, object], gflops: float) -> float:
+    """The exact neighbour search's matrix product (minority x all rows) at ``gflops``, in seconds."""
+    n_rows = row["n_majority"] + row["n_minority"]
+    return 2 * row["n_minority"] * n_rows * row["dim"] / (gflops * 1e9)
+
+
+def add_ceiling(row: dict[str, object], gflops: float) -> None:
+    """Set ``ceiling`` of a row: for a search method, imbalanced-learn's time over the search's (else None)."""
+    search = row["method"] in SEARCH_METHODS
+    row["ceiling"] = row["imblearn_s"] / search_seconds(row, gflops) if search else None
+
+
 def run_cell(
     X: np.ndarray, y: np.ndarray, method: str, repeat: int, device: str, seed: int
 ) -> dict[str, object]:
@@ -83,7 +121,12 @@ def run_cell(
     try:
         our_seconds, y_ours = best_time(lambda: sampler.fit_resample(X, y), repeat)
     except InfeasibleResampling as exc:
-        return {"imblearn_s": ref_seconds, "embalance_s": None, "ratio": None, "status": exc.status}
+        return {
+            "imblearn_s": ref_seconds,
+            "embalance_s": None,
+            "ratio": None,
+            "status": exc.status,
+        }
     danger = getattr(sampler, "in_danger_indices_", {}).get(1)
     return {
         "imblearn_s": ref_seconds,
@@ -105,7 +148,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="embalance's device")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-majority", type=int, nargs="+", help="only these majority sizes (default: the full grid)")
+    parser.add_argument(
+        "--n-majority", type=int, nargs="+", help="only these majority sizes (default: the full grid)"
+    )
     parser.add_argument("--n-minority", type=int, nargs="+", help="only these minority sizes")
     parser.add_argument("--dims", type=int, nargs="+", help="only these dimensions")
     args = parser.parse_args()
@@ -114,19 +159,25 @@ def main() -> None:
         grid_maj, grid_min, grid_dim = [2_000, 5_000], [8, 64], [384]
     else:
         grid_maj, grid_min, grid_dim = [5_000, 25_000, 60_000], [8, 64, 512], [384, 768]
-    grid_maj, grid_min, grid_dim = args.n_majority or grid_maj, args.n_minority or grid_min, args.dims or grid_dim
+    grid_maj, grid_min, grid_dim = (
+        args.n_majority or grid_maj,
+        args.n_minority or grid_min,
+        args.dims or grid_dim,
+    )
 
     # warm-up: thread pools, allocator, imports
     X, y = make_data(500, 16, 32, args.seed)
+    gflops = matmul_gflops()
     for method in args.methods:
         run_cell(X, y, method, 1, args.device, args.seed)
 
     print(
         f"imbalanced-learn {imblearn.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), device={args.device}, {platform.processor() or platform.machine()}, "
-        f"best of {args.repeat}"
+        f"best of {args.repeat}; matmul {gflops:.1f} GFLOP/s in float32, "
+        f"{matmul_gflops(dtype=torch.float64):.1f} in float64 (ceiling: see --help)"
     )
-    header = f"{'n_maj':>7} {'n_min':>5} {'dim':>4} {'method':>10} {'imblearn_s':>10} {'embalance_s':>11} {'ratio':>7} {'counts':>6} {'danger':>6}  status"
+    header = f"{'n_maj':>7} {'n_min':>5} {'dim':>4} {'method':>10} {'imblearn_s':>10} {'embalance_s':>11} {'ratio':>7} {'ceiling':>8} {'counts':>6} {'danger':>6}  status"
     print(header)
     print("-" * len(header))
     rows = []
@@ -134,19 +185,25 @@ def main() -> None:
         for n_majority in grid_maj:
             for n_minority in grid_min:
                 X, y = make_data(n_majority, n_minority, dim, args.seed)
+                gflops = max(gflops, matmul_gflops())  # the machine may be shared: the best rate seen
                 for method in args.methods:
                     row = {"n_majority": n_majority, "n_minority": n_minority, "dim": dim, "method": method}
                     row.update(run_cell(X, y, method, args.repeat, args.device, args.seed))
+                    add_ceiling(row, gflops)
                     rows.append(row)
                     ours_s = "-" if row["embalance_s"] is None else f"{row['embalance_s']:.3f}"
                     ratio = "-" if row["ratio"] is None else f"{row['ratio']:.1f}x"
+                    ceiling = "" if row["ceiling"] is None else f"{row['ceiling']:.1f}x"
                     same = {True: "same", False: "DIFF"}.get(row.get("same_counts"), "-")
                     danger = "" if row.get("danger") is None else str(row["danger"])
                     print(
                         f"{n_majority:>7} {n_minority:>5} {dim:>4} {method:>10} {row['imblearn_s']:>10.3f} "
-                        f"{ours_s:>11} {ratio:>7} {same:>6} {danger:>6}  {row['status']}",
+                        f"{ours_s:>11} {ratio:>7} {ceiling:>8} {same:>6} {danger:>6}  {row['status']}",
                         flush=True,
                     )
+    for row in rows:  # the bound at the best rate of the whole run
+        add_ceiling(row, gflops)
+    print(f"best float32 matmul rate of the run: {gflops:.1f} GFLOP/s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
