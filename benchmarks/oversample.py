@@ -42,6 +42,7 @@ import torch
 
 from embalance import oversample as ours
 from embalance.errors import InfeasibleResampling
+from machine import matmul_gflops
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -85,19 +86,6 @@ def best_time(run: Callable[[], tuple[np.ndarray, np.ndarray]], repeat: int) -> 
 
 
 SEARCH_METHODS = ("borderline", "adasyn")  # an exact neighbour search of the minority among all rows
-
-
-def matmul_gflops(n: int = 2048, repeat: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """The best torch.mm rate (GFLOP/s) on torch's threads, square ``n``."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    out = torch.empty(n, n, dtype=dtype)
-    torch.mm(a, b, out=out)
-    best = 0.0
-    for _ in range(repeat):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def search_seconds(row: dict[str, object], gflops: float) -> float:
@@ -167,7 +155,7 @@ def main() -> None:
 
     # warm-up: thread pools, allocator, imports
     X, y = make_data(500, 16, 32, args.seed)
-    gflops = matmul_gflops()
+    gflops = matmul_gflops(sizes=(2048,))
     for method in args.methods:
         run_cell(X, y, method, 1, args.device, args.seed)
 
@@ -175,7 +163,7 @@ def main() -> None:
         f"imbalanced-learn {imblearn.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), device={args.device}, {platform.processor() or platform.machine()}, "
         f"best of {args.repeat}; matmul {gflops:.1f} GFLOP/s in float32, "
-        f"{matmul_gflops(dtype=torch.float64):.1f} in float64 (ceiling: see --help)"
+        f"{matmul_gflops(sizes=(2048,), dtype=torch.float64):.1f} in float64 (ceiling: see --help)"
     )
     header = f"{'n_maj':>7} {'n_min':>5} {'dim':>4} {'method':>10} {'imblearn_s':>10} {'embalance_s':>11} {'ratio':>7} {'ceiling':>8} {'counts':>6} {'danger':>6}  status"
     print(header)
@@ -185,7 +173,9 @@ def main() -> None:
         for n_majority in grid_maj:
             for n_minority in grid_min:
                 X, y = make_data(n_majority, n_minority, dim, args.seed)
-                gflops = max(gflops, matmul_gflops())  # the machine may be shared: the best rate seen
+                gflops = max(
+                    gflops, matmul_gflops(sizes=(2048,))
+                )  # the machine may be shared: the best rate seen
                 for method in args.methods:
                     row = {"n_majority": n_majority, "n_minority": n_minority, "dim": dim, "method": method}
                     row.update(run_cell(X, y, method, args.repeat, args.device, args.seed))

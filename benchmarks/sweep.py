@@ -45,6 +45,7 @@ import torch
 
 from embalance.batched import DEFAULT_MAX_MODELS_PER_GROUP, fit_mlp_batched
 from embalance.train import TrainConfig, available_cpus, cpu_threads, fit_mlp
+from machine import matmul_gflops
 
 METHODS = ("none", "random", "smote", "borderline", "adasyn")
 SIZES = (4, 8, 16, 32, 64, 128, 256, 512)
@@ -125,20 +126,6 @@ class CellFolds(Sequence):
         n_min_train = size - len(range(k, size, N_FOLDS))
         n_train = n_maj_train + (n_maj_train if method != "none" else n_min_train)
         return n_train, n_val
-
-
-def matmul_gflops(threads: int) -> float:
-    torch.set_num_threads(threads)
-    best = 0.0
-    for n in (1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        out = torch.empty(n, n)
-        torch.mm(a, b, out=out)
-        for _ in range(5):
-            t0 = time.perf_counter()
-            torch.mm(a, b, out=out)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
 
 
 def worker(engine: str, threads: int, grid: Grid, max_models: int | None) -> dict:
@@ -233,8 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     names = ("sst2", "imdb") if args.config == "both" else (args.config,)
-    rate_1 = matmul_gflops(1)
-    rate = matmul_gflops(threads)
+    rate_1 = matmul_gflops(threads=1)
+    rate = matmul_gflops(threads=threads)
     load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     report = {
         "torch": torch.__version__,
@@ -255,8 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.repeats):
             for label, engine, n in plan:
                 runs[label].append(run_engine(engine, n, name, args))
-        rate = max(rate, matmul_gflops(threads))  # measured again after each config: the best of the run
-        rate_1 = max(rate_1, matmul_gflops(1))
+        rate = max(rate, matmul_gflops(threads=threads))  # measured again after each config: the best of the run
+        rate_1 = max(rate_1, matmul_gflops(threads=1))
         seq_labels = [label for label, engine, _ in plan if engine == "sequential"]
         seq_label = min(seq_labels, key=lambda lb: min(r["wall_s"] for r in runs[lb])) if seq_labels else None
         bat_label = f"batched/{threads}" if args.engines != "sequential" else None
