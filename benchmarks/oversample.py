@@ -173,9 +173,8 @@ def main() -> None:
         for n_majority in grid_maj:
             for n_minority in grid_min:
                 X, y = make_data(n_majority, n_minority, dim, args.seed)
-                gflops = max(
-                    gflops, matmul_gflops(sizes=(2048,))
-                )  # the machine may be shared: the best rate seen
+                # the machine may be shared: the ceilings use the best rate seen so far
+                gflops = max(gflops, matmul_gflops(sizes=(2048,)))
                 for method in args.methods:
                     row = {"n_majority": n_majority, "n_minority": n_minority, "dim": dim, "method": method}
                     row.update(run_cell(X, y, method, args.repeat, args.device, args.seed))
