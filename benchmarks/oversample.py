@@ -40,8 +40,8 @@ import imblearn.over_sampling as imb
 import numpy as np
 import torch
 
-from embalance import oversample as ours
 from embalance.errors import InfeasibleResampling
+from embalance.experiment import oversample as ours
 from machine import matmul_gflops
 
 if TYPE_CHECKING:

@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embalance import predict as runtime
-from embalance.embed import resolve_model
-from embalance.model import MLP
+from embalance.data.embed import resolve_model
+from embalance.experiment.model import MLP
+from embalance.serving import predict as runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = "A gorgeous, witty, seductive movie."  # one short sentence (6 words, 11 tokens), timed --single times

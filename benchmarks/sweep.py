@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embalance.batched import DEFAULT_MAX_MODELS_PER_GROUP, fit_mlp_batched
-from embalance.train import TrainConfig, available_cpus, cpu_threads, fit_mlp
+from embalance.experiment.train import TrainConfig, fit_mlp
+from embalance.experiment.train.batched import DEFAULT_MAX_MODELS_PER_GROUP, fit_mlp_batched
+from embalance.runtime import available_cpus, cpu_threads
 from machine import matmul_gflops
 
 METHODS = ("none", "random", "smote", "borderline", "adasyn")

@@ -1,6 +1,6 @@
 """Benchmark: peak memory of the real sweep code on the full IMDB protocol, with 768-d embeddings.
 
-Runs `embalance.sweep.run_cells` (the code `embalance sweep` runs: pools, folds, the oversamplers, the batched
+Runs `embalance.stages.sweep.run_cells` (the code `embalance sweep` runs: pools, folds, the oversamplers, the batched
 engine with its groups and workers, scoring on the test set) over every method of ``params.yaml`` x every minority
 size x 10 folds, on seeded random unit vectors shaped like IMDB embedded by a 768-d encoder: ``--majority`` rows of
 the majority class (25,000 by default, the whole IMDB training split's size, more than its 12,500 negatives),
@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from embalance.sweep import Embeddings, run_cells
-from embalance.train import TrainConfig
+from embalance.experiment.cells import run_cells
+from embalance.experiment.protocol import Embeddings
+from embalance.experiment.train import TrainConfig
 
 
 def make_embeddings(majority: int, minority_pool: int, test: int, dim: int, seed: int) -> Embeddings:

@@ -69,7 +69,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny_mirror: Path, base_
     root = tmp_path_factory.mktemp("tiny_project")
     import copy
 
-    from embalance import embed, prepare
+    from embalance.data import embed, prepare
 
     p = copy.deepcopy(base_params)
     p["data"].update(mirror=str(tiny_mirror), max_train_per_class=None)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embalance.augment import resample
 from embalance.errors import InfeasibleResampling
+from embalance.experiment.resample import resample
 
 AUG_IMBLEARN = {"backend": "imblearn", "k_neighbors": 5, "m_neighbors": 10, "borderline_kind": "borderline-1"}
 AUG_RAISE = {**AUG_IMBLEARN, "backend": "embalance", "on_small_class": "raise", "device": "cpu"}

@@ -10,22 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from embalance.augment import resample
-from embalance.config import parse_method
+from embalance.data.embeddings import load_embeddings
 from embalance.errors import ConfigError
-from embalance.model import MLP, MLPConfig
-from embalance.protocol import balanced_subsample, imbalanced_pool, stratified_folds
-from embalance.sweep import Embeddings, FoldJob, cell_folds, load_embeddings, run_cells
-from embalance.train import (
-    FoldOptions,
-    TrainConfig,
-    class_weights,
-    fit_mlp,
-    logit_adjustment,
-    mix,
-    mixup_draws,
-    refit_last_layer,
-)
+from embalance.experiment.cells import run_cells
+from embalance.experiment.methods import parse_method
+from embalance.experiment.model import MLP, MLPConfig
+from embalance.experiment.protocol import Embeddings, balanced_subsample, imbalanced_pool, stratified_folds
+from embalance.experiment.recipe import FoldJob, cell_folds
+from embalance.experiment.resample import resample
+from embalance.experiment.train import FoldOptions, TrainConfig, fit_mlp, refit_last_layer
+from embalance.experiment.train.losses import class_weights, logit_adjustment, mix, mixup_draws
 
 
 # -- method names ------------------------------------------------------------------------------------------------
@@ -165,7 +159,7 @@ def _jobs(tiny_data: Path, tiny_params: dict, method: str, size: int = 32) -> tu
     items = list(cell_folds(emb, method=method, size=size, params=tiny_params, dataset="tiny"))
     p, imb = tiny_params, tiny_params["imbalance"]
     pool = imbalanced_pool(emb.y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=p["seed"])
-    from embalance.config import derive_seed
+    from embalance.runtime import derive_seed
 
     folds = stratified_folds(emb.y_train[pool], n_folds=p["cv"]["n_folds"], seed=derive_seed(p["seed"], "tiny", size))
     return items, [(emb.X_train[pool][tr], emb.y_train[pool][tr]) for tr, _ in folds]

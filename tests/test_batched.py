@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import embalance.batched as batched_module
-from embalance.batched import fit_mlp_batched
+import embalance.experiment.train.batched as batched_module
 from embalance.errors import ConfigError
-from embalance.train import FitResult, FoldOptions, TrainConfig, cpu_threads, fit_mlp
+from embalance.experiment.train import FitResult, FoldOptions, TrainConfig, fit_mlp
+from embalance.experiment.train.batched import fit_mlp_batched
+from embalance.runtime import cpu_threads
 
 N_CLASSES = 3
 SIZES = [(150, 40), (97, 33), (64, 20), (130, 41), (63, 25), (200, 50)]  # (train, val) rows; 16-row batches

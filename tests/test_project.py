@@ -8,7 +8,7 @@ import tomllib
 import yaml
 
 from embalance.cli import build_parser
-from embalance.config import validate
+from embalance.params import validate
 
 from .conftest import ROOT
 
@@ -58,7 +58,11 @@ def test_dvc_stages_call_the_cli_and_name_real_params(base_params: dict) -> None
     for name, stage in dvc["stages"].items():
         body = stage.get("do", stage)  # foreach stages (one per dataset) and plain ones (report)
         assert body["cmd"].startswith(f"embalance {name} "), name
-        assert f"src/embalance/{name}.py" in body["deps"]
+        # Each stage names its own module (or package) among its deps, and every source dep exists.
+        sources = [d for d in body["deps"] if d.startswith("src/")]
+        assert any(d.rstrip("/").endswith((f"/{name}.py", f"/{name}")) for d in sources), (name, sources)
+        for dep in sources:
+            assert (ROOT / dep).exists(), f"dvc.yaml stage {name!r} depends on {dep!r}, which does not exist"
         for key in body["params"]:
             node = base_params
             for part in key.split("."):

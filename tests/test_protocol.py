@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from imblearn.over_sampling import RandomOverSampler
 
-from embalance.augment import resample
 from embalance.errors import ConfigError
-from embalance.protocol import check_sizes, imbalanced_pool, stratified_folds
+from embalance.experiment.protocol import check_sizes, imbalanced_pool, stratified_folds
+from embalance.experiment.resample import resample
 
 Y = np.array([0] * 60 + [1] * 40 + [2] * 30)
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from embalance import report, sweep
 from embalance.errors import ConfigError
+from embalance.stages import report, sweep
 
 REPORT_PARAMS = {
     "alpha": 0.05,

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from embalance import export
-from embalance import predict as runtime
+from embalance.serving import predict as runtime
+from embalance.stages import export
 from tests.test_export import build_model_dir
 
 GOOD = {"dataframe_split": {"columns": ["text"], "data": [["a gorgeous, witty, seductive movie."], ["the acting is wooden and the plot is thin."]]}}

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embalance.sweep import load_embeddings, run_sweep
+from embalance.data.embeddings import load_embeddings
+from embalance.stages.sweep import run_sweep
 
 
 def test_batched_and_sequential_sweeps_agree(tiny_data: Path, tiny_params: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -223,8 +223,8 @@ def test_model_registered_on_the_server_is_served_from_it(
     import mlflow
     import requests
 
-    from embalance import export
-    from embalance import predict as runtime
+    from embalance.serving import predict as runtime
+    from embalance.stages import export
     from tests.test_export import build_model_dir
 
     model_dir = build_model_dir(tmp_path_factory, base_params, tmp_path / "models" / "tiny")[0]
@@ -391,8 +391,8 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(tune_project: tup
     ],
 )
 def test_heartbeat_settings_are_checked(base_params: dict, change: dict, message: str) -> None:
-    from embalance import tune
     from embalance.errors import ConfigError
+    from embalance.stages import tune
 
     p = copy.deepcopy(base_params)
     p["tune"].update(change)

@@ -18,8 +18,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from embalance import tune
 from embalance.errors import ConfigError
+from embalance.stages import tune
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_the_search_never_loads_the_test_set(project: tuple[Path, dict]) -> None
     storage = tune.open_storage(specs[0].storage, heartbeat_interval=None, grace_period=None)
     optuna.create_study(study_name=specs[0].name, storage=storage, direction="maximize")
     from embalance import tracking
-    from embalance.sweep import load_embeddings
+    from embalance.data.embeddings import load_embeddings
 
     exp = tracking.setup(p)
     emb = load_embeddings("tiny", with_test=False)

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from embalance.config import load_params
+    from embalance.params import load_params
 
     overrides = list(args.overrides)
     if args.command == "pipeline":
@@ -123,36 +123,37 @@ def _dispatch(args: argparse.Namespace) -> int:
     params = load_params(args.params, overrides)
 
     if args.command == "prepare":
-        from embalance import prepare
+        from embalance.data import prepare
 
         prepare.run(params, args.dataset)
     elif args.command == "embed":
-        from embalance import embed
+        from embalance.data import embed
 
         embed.run(params, args.dataset, force=not args.if_changed)
     elif args.command == "sweep":
-        from embalance import sweep
+        from embalance.stages import sweep
 
         sweep.run(params, args.dataset)
     elif args.command == "tune":
-        from embalance import tune
+        from embalance.stages import tune
 
         if args.n_jobs < 1:
             raise ConfigError(f"--n-jobs must be >= 1, but got {args.n_jobs}.")
         tune.run(params, args.dataset, n_jobs=args.n_jobs, worker_only=args.worker_only)
     elif args.command == "export":
-        from embalance import export
+        from embalance.stages import export
 
         export.run(params, args.dataset, register=not args.no_register)
     elif args.command == "report":
-        from embalance import report
+        from embalance.stages import report
 
         report.run(params, [d.strip() for d in args.datasets.split(",") if d.strip()] or params["data"]["datasets"])
     elif args.command == "predict":
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        from embalance import predict, tracking
+        from embalance import tracking
+        from embalance.serving import predict
 
         mlflow.set_tracking_uri(tracking.tracking_uri(params))
         try:
@@ -161,12 +162,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"embalance predict: error: {e}", file=sys.stderr)
             return 2
     elif args.command == "cell":
-        from embalance import sweep
+        from embalance.stages import sweep
 
         cells = sweep.run(params, args.dataset, out_dir=Path("results") / args.dataset / "cells" / f"{args.method}-n{args.size}")
         print(cells.drop(columns=["mlflow_run_id"]).T.to_string(header=False))
     elif args.command == "pipeline":
-        from embalance import pipeline
+        from embalance.stages import pipeline
 
         pipeline.run(params)
     return 0

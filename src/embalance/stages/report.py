@@ -69,17 +69,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from embalance.config import (
+from embalance.errors import ConfigError, InfeasibleResampling
+from embalance.experiment.methods import (
     BASE_METHODS,
     BASELINES,
     METHODS,
     OPTIONS,
     SYNTHETIC_METHODS,
     MethodSpec,
-    derive_seed,
     parse_method,
 )
-from embalance.errors import ConfigError, InfeasibleResampling
+from embalance.runtime import derive_seed
 
 METRICS: dict[str, str] = {
     "test_balanced_accuracy": "balanced test accuracy",
@@ -571,8 +571,8 @@ class FoldSamples:
 
 def fold_samples(X: np.ndarray, y: np.ndarray, params: Mapping[str, Any], dataset: str, method: str, size: int) -> FoldSamples:
     """Rebuild the sweep's oversampled training part of fold 0 (same pool, folds and sampler seed as the sweep)."""
-    from embalance.augment import resample
-    from embalance.protocol import imbalanced_pool, stratified_folds
+    from embalance.experiment.protocol import imbalanced_pool, stratified_folds
+    from embalance.experiment.resample import resample
 
     seed, imb = params["seed"], params["imbalance"]
     minority = list(imb["minority_classes"])

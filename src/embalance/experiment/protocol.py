@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from embalance.config import derive_seed
 from embalance.errors import ConfigError
+from embalance.runtime import derive_seed
+
+
+@dataclass
+class Embeddings:
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray | None  # None when loaded for tuning: the search never sees the test set
+    y_test: np.ndarray | None
+    n_classes: int
+    class_names: list[str]
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def check_sizes(y: np.ndarray, minority_classes: Sequence[int], sizes: Sequence[int]) -> None:

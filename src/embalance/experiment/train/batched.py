@@ -1,4 +1,4 @@
-"""Training many fold MLPs at once: the batched engine, with the same maths as :func:`embalance.train.fit_mlp`.
+"""Training many fold MLPs at once: the batched engine, with the same maths as :func:`embalance.experiment.train.fit_mlp`.
 
 The sweep fits one small MLP per (method, minority size, fold). Alone, each fit is a string of tiny matmuls
 and Python overhead. Here a *group* of fits is trained in lockstep with stacked weights and batched matrix
@@ -8,7 +8,7 @@ hand-written backward pass into preallocated gradient buffers, and one fused Ada
 (``torch._fused_adam_``, the kernel behind ``torch.optim.Adam(fused=True)``). Weights are stored in
 ``nn.Linear``'s layout for the output layer (``(G, C, h)``).
 
-Per fold, everything is what :func:`~embalance.train.fit_mlp` does:
+Per fold, everything is what :func:`~embalance.experiment.train.fit_mlp` does:
 
 - its own ``torch.Generator().manual_seed(seed)``: the initialisation is drawn by ``MLP.reset_parameters``,
   then each epoch ``torch.randperm(n, generator=gen)`` orders the mini-batches (the last one partial);
@@ -18,7 +18,7 @@ Per fold, everything is what :func:`~embalance.train.fit_mlp` does:
   until early stopping decides (``epoch - best_epoch >= patience``, or ``max_epochs``), the weights after
   ``fixed_epochs`` are kept for the fixed reading, and the fold leaves the group once every reading it needs
   is known;
-- its :class:`~embalance.train.FoldOptions`: class weights and logit adjustments are per-slot ``(G, C)``
+- its :class:`~embalance.experiment.train.FoldOptions`: class weights and logit adjustments are per-slot ``(G, C)``
   tensors (ones and zeros for plain folds), folded into per-row loss weights ``-u`` ``(S, G, C, B)`` built once
   per epoch; mixup draws from the fold's own NumPy generator as ``fit_mlp`` does, and mixes each batch with a
   second gather of partner rows (only in groups where some fold mixes).
@@ -31,7 +31,7 @@ are padding with weight zero. Folds with the same number of batches per epoch al
 count, so each such *run* of slots is one contiguous chunk per parameter for the fused Adam call.
 
 A fold that stops is taken out of the group at the end of the epoch (its best weights become its
-:class:`~embalance.model.MLP`; the group's tensors are compacted), so finished folds cost nothing afterwards.
+:class:`~embalance.experiment.model.MLP`; the group's tensors are compacted), so finished folds cost nothing afterwards.
 
 Memory: a group holds its folds' data (each fold's training rows as the caller gave them, without a copy: the
 step gathers a slot's batch rows from its own fold; the validation rows padded into one tensor) plus five
@@ -61,18 +61,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from embalance.config import resolve_device
 from embalance.errors import ConfigError
-from embalance.model import MLP, MLPConfig
-from embalance.train import (
-    PLAIN,
-    FitResult,
-    FoldOptions,
-    TrainConfig,
-    class_weights,
-    logit_adjustment,
-    mixup_draws,
-)
+from embalance.experiment.model import MLP, MLPConfig
+from embalance.experiment.train.config import PLAIN, FitResult, FoldOptions, TrainConfig
+from embalance.experiment.train.losses import class_weights, logit_adjustment, mixup_draws
+from embalance.runtime import resolve_device
 
 ArrayLike = torch.Tensor | np.ndarray
 Fold = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # X_train, y_train, X_val, y_val

@@ -13,8 +13,10 @@ from typing import Any
 
 import mlflow
 
-from embalance import embed, prepare, sweep, tracking
-from embalance.protocol import check_sizes
+from embalance import tracking
+from embalance.data import embed, prepare
+from embalance.experiment.protocol import check_sizes
+from embalance.stages import sweep
 
 
 def run(params: Mapping[str, Any]) -> None:

@@ -1,0 +1,1 @@
+"""Data stages: reading datasets (prepare), the sentence encoder and its embeddings (embed)."""

@@ -1,0 +1,1 @@
+"""The experiment core: pure functions and classes (no files, no MLflow) that the stages call."""

@@ -1,0 +1,64 @@
+"""Method names: the paper's oversamplers, the rebalancing baselines and the SYNAuG-style options.
+
+A method is ``<base>[+mixup][+refit]``; :func:`parse_method` turns a name into a :class:`MethodSpec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from embalance.errors import ConfigError
+
+METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", "vae")  # the paper's
+
+
+BASELINES: tuple[str, ...] = ("undersample", "weighted", "logit_adjusted")  # rebalancing without synthetic samples
+BASE_METHODS: tuple[str, ...] = METHODS + BASELINES
+
+
+OPTIONS: tuple[str, ...] = ("mixup", "refit")  # SYNAuG-style training options: `<base>+mixup`, `<base>+refit`, both
+SYNTHETIC_METHODS: tuple[str, ...] = ("smote", "borderline", "adasyn", "vae")
+
+
+IMBLEARN_METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", *BASELINES)  # bases with no embalance sampler
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method name parsed: ``smote+mixup+refit`` -> base ``smote``, mixup on, last-layer refit on."""
+
+    base: str
+    mixup: bool = False
+    refit: bool = False
+
+    @property
+    def name(self) -> str:
+        """The canonical name: the base, then the options in the order of OPTIONS."""
+        return "+".join([self.base, *(o for o in OPTIONS if getattr(self, o))])
+
+    @property
+    def loss(self) -> str:
+        """The training loss: class-weighted or logit-adjusted cross-entropy for those baselines, else plain."""
+        return self.base if self.base in ("weighted", "logit_adjusted") else "ce"
+
+    @property
+    def sampler(self) -> str:
+        """What resamples the training part: an oversampler, ``undersample``, or ``none`` (the loss baselines)."""
+        return "none" if self.base in ("weighted", "logit_adjusted") else self.base
+
+
+def parse_method(name: Any) -> MethodSpec:
+    """Parse ``<base>[+mixup][+refit]``; raises ConfigError naming the bad part and what is allowed."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"A method must be a name like `smote` or `smote+mixup+refit`, but got {name!r}.")
+    base, *opts = name.split("+")
+    if base not in BASE_METHODS:
+        raise ConfigError(f"Unknown method {base!r} in {name!r}; known methods: {', '.join(BASE_METHODS)} (options: +{', +'.join(OPTIONS)}).")
+    for o in opts:
+        if o not in OPTIONS:
+            raise ConfigError(f"Unknown option {o!r} in method {name!r}; options: {', '.join(OPTIONS)} (e.g. smote+mixup+refit).")
+    if len(set(opts)) != len(opts):
+        raise ConfigError(f"Method {name!r} repeats an option.")
+    spec = MethodSpec(base, mixup="mixup" in opts, refit="refit" in opts)
+    if spec.name != name:
+        raise ConfigError(f"Write method {name!r} as {spec.name!r} (options in the order {'+'.join(OPTIONS)}), so that each method has one name.")
+    return spec

@@ -1,0 +1,1 @@
+"""The torch-free runtime that serves an exported model (ONNX Runtime + tokenizers)."""
