@@ -81,7 +81,6 @@ from .figures import (
     plot_variant_gains,
 )
 from .markdown import (
-    _diff_grid,
     comparison_markdown,
     early_stop_markdown,
     readings_markdown,
@@ -92,7 +91,6 @@ from .markdown import (
     variant_markdown,
 )
 from .names import BEST_SYNTHETIC, METRICS, PRIMARY_METRIC, PROJECTION_FOLD, READINGS, SELECT_BY
-from .names import cap as _cap
 from .params import check_params
 from .samples import FoldSamples, fold_samples, separability_auc, tsne_projection
 from .stats import (
@@ -129,7 +127,11 @@ from .text import (
     headline_lines,
     readings_lines,
     readme_text,
+    results_file_text,
+    synaug_file_text,
+    synthetic_vs_rebalancing_file_text,
     synthetic_vs_rebalancing_lines,
+    training_length_file_text,
     variant_lines,
 )
 
@@ -225,41 +227,22 @@ def _write_tables(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[str,
     d, alpha = r.dataset, float(rep["alpha"])
     r.summary.to_csv(tables / f"{d}_results.csv", index=False)
     r.comparisons.to_csv(tables / f"{d}_tests.csv", index=False)
-    (tables / f"{d}_results.md").write_text("\n\n".join(f"### {METRICS[m]}\n\n{results_markdown(r.summary, m)}" for m in METRICS) + "\n")
+    (tables / f"{d}_results.md").write_text(results_file_text(r.summary))
     (tables / f"{d}_tests.md").write_text(tests_markdown(r.comparisons) + "\n")
     if len(r.tuning):
         r.tuning.to_csv(tables / f"{d}_tuning.csv", index=False)
     if len(r.svr_best):
         pd.concat([r.svr_best, r.svr_pairs.assign(comparison="pair")], ignore_index=True).to_csv(tables / f"{d}_synthetic_vs_rebalancing.csv", index=False)
-        parts = [f"# {d}: synthetic samples or just rebalancing?", ""]
-        for metric in METRICS:
-            parts += [
-                f"## {_cap(METRICS[metric])}", "", *synthetic_vs_rebalancing_lines(r.svr_pairs, r.svr_best, metric, d, alpha, r.missing), "",
-                "Per size, against the best plain rebalancing method (mean paired difference, rank-biserial r, Holm p over sizes):", "",
-                synthetic_vs_rebalancing_markdown(r.svr_best, metric), "",
-                "Pair by pair (no selection; Holm over sizes per pair):", "",
-                _diff_grid(r.svr_pairs[r.svr_pairs["metric"] == metric], ["method", "baseline"], lambda k: f"`{k[0]}` − `{k[1]}`"), "",
-            ]
-        (tables / f"{d}_synthetic_vs_rebalancing.md").write_text("\n".join(parts))
+        (tables / f"{d}_synthetic_vs_rebalancing.md").write_text(synthetic_vs_rebalancing_file_text(r, alpha))
     if len(r.variants):
         r.variants.to_csv(tables / f"{d}_synaug.csv", index=False)
-        parts = [f"# {d}: mixing and refitting (SYNAuG)", ""]
-        for metric in METRICS:
-            parts += [f"## {_cap(METRICS[metric])}", "", *variant_lines(r.variants, metric, d, alpha, r.variants_missing), "", variant_markdown(r.variants, metric), ""]
-        parts += ["## All tests", "", tests_markdown(r.variants), ""]
-        (tables / f"{d}_synaug.md").write_text("\n".join(parts))
+        (tables / f"{d}_synaug.md").write_text(synaug_file_text(r, alpha))
     if len(r.early_stops):
         r.early_stops.to_csv(tables / f"{d}_training_length.csv", index=False)
-        parts = [f"# {d}: training length", "", f"## Folds whose early stopping kept epoch ≤ {rep['early_epochs']}", "",
-                 *early_stop_lines(r.early_stops, int(rep["early_epochs"]), d), "", early_stop_markdown(r.early_stops), ""]
         if len(r.readings):
             r.readings.to_csv(tables / f"{d}_readings.csv", index=False)
-            parts += [
-                "## Early stopping vs fixed epoch budget", "", *readings_lines(r.readings, r.headline, r.primary_reading, d, alpha, params["train"].get("fixed_epochs")), "",
-                "Mean early stopping → mean fixed budget: fixed − early stopping (pp, rank-biserial r, Holm p over sizes):", "",
-                readings_markdown(r.readings, means=True), "",
-            ]
-        (tables / f"{d}_training_length.md").write_text("\n".join(parts))
+        text = training_length_file_text(r, int(rep["early_epochs"]), alpha, params["train"].get("fixed_epochs"))
+        (tables / f"{d}_training_length.md").write_text(text)
 
 
 def _write_figures(r: DatasetReport, rep: Mapping[str, Any], figures: Path) -> list[str]:

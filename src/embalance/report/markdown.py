@@ -13,7 +13,7 @@ from .names import (
 )
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -45,13 +45,13 @@ def results_markdown(summary: pd.DataFrame, metric: str) -> str:
                 text += f" ({r['n_folds_ok']}/{r['n_folds']} folds [{k}])"
             row.append(text)
         rows.append(row)
-    out = _md_table(["method", *[f"n={s}" for s in sizes]], rows)
+    out = md_table(["method", *[f"n={s}" for s in sizes]], rows)
     if notes:
         out += "\n\n" + "\n".join(f"[{k}] `{status}`: {reason}" for (status, reason), k in notes.items())
     return out
 
 
-def _diff_cell(r: Mapping[str, Any]) -> str:
+def diff_cell(r: Mapping[str, Any]) -> str:
     """A paired comparison in one table cell: mean difference (pp), rank-biserial r, Holm p; bold if significant."""
     if not r["tested"]:
         return "not run"
@@ -59,14 +59,14 @@ def _diff_cell(r: Mapping[str, Any]) -> str:
     return f"**{text}**" if r["significant"] else text
 
 
-def _diff_grid(df: pd.DataFrame, keys: Sequence[str], label: Any) -> str:
-    """Rows: the groups of ``keys`` (labelled by ``label(key values)``); columns: sizes; cells: :func:`_diff_cell`."""
+def diff_grid(df: pd.DataFrame, keys: Sequence[str], label: Any) -> str:
+    """Rows: the groups of ``keys`` (labelled by ``label(key values)``); columns: sizes; cells: :func:`diff_cell`."""
     sizes = sorted(df["minority_size"].unique().tolist())
     rows = []
     for key, g in df.groupby(list(keys), sort=False):
         by = g.set_index("minority_size")
-        rows.append([label(key), *(_diff_cell(by.loc[s]) if s in by.index else "" for s in sizes)])
-    return _md_table(["comparison", *[f"n={s}" for s in sizes]], rows)
+        rows.append([label(key), *(diff_cell(by.loc[s]) if s in by.index else "" for s in sizes)])
+    return md_table(["comparison", *[f"n={s}" for s in sizes]], rows)
 
 
 def comparison_markdown(comp: pd.DataFrame, metric: str, baseline: str) -> str:
@@ -76,8 +76,8 @@ def comparison_markdown(comp: pd.DataFrame, metric: str, baseline: str) -> str:
     rows = []
     for method, g in df.groupby("method", sort=False):
         by = g.set_index("minority_size")
-        rows.append([f"`{method}`", *(_diff_cell(by.loc[s]) for s in sizes)])
-    return _md_table(["method", *[f"n={s}" for s in sizes]], rows)
+        rows.append([f"`{method}`", *(diff_cell(by.loc[s]) for s in sizes)])
+    return md_table(["method", *[f"n={s}" for s in sizes]], rows)
 
 
 def tests_markdown(comp: pd.DataFrame) -> str:
@@ -85,25 +85,25 @@ def tests_markdown(comp: pd.DataFrame) -> str:
     rows = [
         [
             r["metric"], f"`{r['method']}`", f"`{r['baseline']}`", str(r["minority_size"]), str(r["n_pairs"]), str(r["n_nonzero"]),
-            _num(r["method_mean"]), _num(r["baseline_mean"]), f"{100 * r['mean_diff']:+.2f}" if r["tested"] else "",
+            num(r["method_mean"]), num(r["baseline_mean"]), f"{100 * r['mean_diff']:+.2f}" if r["tested"] else "",
             f"{r['rank_biserial']:+.2f}" if r["tested"] else "", f"{r['p_value']:.3g}", f"{r['p_holm']:.3g}",
             "yes" if r["significant"] else "no", r["note"],
         ]
         for r in comp.to_dict("records")
     ]
     header = ["metric", "method", "baseline", "n", "pairs", "non-zero", "method mean", "baseline mean", "diff (pp)", "rank-biserial", "p", "p (Holm)", "significant", "note"]
-    return _md_table(header, rows)
+    return md_table(header, rows)
 
 
-def _num(x: Any, digits: int = 4) -> str:
+def num(x: Any, digits: int = 4) -> str:
     return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _sizes_text(sizes: Sequence[int] | pd.Series) -> str:
+def sizes_text(sizes: Sequence[int] | pd.Series) -> str:
     return ", ".join(map(str, sorted(int(s) for s in sizes)))
 
 
-def _names(methods: Sequence[str]) -> str:
+def names_text(methods: Sequence[str]) -> str:
     return ", ".join(f"`{m}`" for m in methods)
 
 
@@ -120,13 +120,13 @@ def synthetic_vs_rebalancing_markdown(best: pd.DataFrame, metric: str) -> str:
     for comparison, g in df.groupby("comparison", sort=False):
         by = g.set_index("minority_size")
         label = "**best synthetic − best rebalancing**" if comparison == BEST_SYNTHETIC else f"`{comparison}` − best rebalancing"
-        rows.append([label, *(_diff_cell(by.loc[s]) for s in sizes)])
-    return _md_table(["", *[f"n={s}" for s in sizes]], rows)
+        rows.append([label, *(diff_cell(by.loc[s]) for s in sizes)])
+    return md_table(["", *[f"n={s}" for s in sizes]], rows)
 
 
 def variant_markdown(comp: pd.DataFrame, metric: str) -> str:
     df = comp[comp["metric"] == metric]
-    return _diff_grid(df, ["method", "baseline", "added"], lambda k: f"`{k[0]}` − `{k[1]}` (adds {k[2]})")
+    return diff_grid(df, ["method", "baseline", "added"], lambda k: f"`{k[0]}` − `{k[1]}` (adds {k[2]})")
 
 
 def early_stop_markdown(table: pd.DataFrame) -> str:
@@ -138,7 +138,7 @@ def early_stop_markdown(table: pd.DataFrame) -> str:
         cells = [("–" if by.loc[s, "n_folds_ok"] == 0 else f"{int(by.loc[s, 'n_early'])}/{int(by.loc[s, 'n_folds_ok'])}") for s in sizes]
         k, n = int(g["n_early"].sum()), int(g["n_folds_ok"].sum())
         rows.append([f"`{method}`", *cells, f"{k}/{n} ({k / n:.0%})" if n else "–"])
-    return _md_table(["method", *[f"n={s}" for s in sizes], "all sizes"], rows)
+    return md_table(["method", *[f"n={s}" for s in sizes], "all sizes"], rows)
 
 
 def readings_markdown(readings: pd.DataFrame, *, means: bool) -> str:
@@ -150,10 +150,10 @@ def readings_markdown(readings: pd.DataFrame, *, means: bool) -> str:
         cells = []
         for s in sizes:
             r = by.loc[s]
-            cell = _diff_cell(r)
+            cell = diff_cell(r)
             cells.append(f"{r['es_mean']:.3f} → {r['fixed_mean']:.3f}: {cell}" if means and r["tested"] else cell)
         rows.append([f"`{method}`", *cells])
-    return _md_table(["method", *[f"n={s}" for s in sizes]], rows)
+    return md_table(["method", *[f"n={s}" for s in sizes]], rows)
 
 
 def separability_markdown(sep: pd.DataFrame) -> str:
@@ -166,6 +166,23 @@ def separability_markdown(sep: pd.DataFrame) -> str:
             r = by.loc[s]
             cells.append(f"{r['auc']:.3f} ({r['n_per_class']}+{r['n_per_class']})" if r["status"] == "ok" and not np.isnan(r["auc"]) else f"not run: {r['status']}")
         rows.append([f"`{method}`", *cells])
-    return _md_table(["method", *[f"n={s}" for s in sizes]], rows)
+    return md_table(["method", *[f"n={s}" for s in sizes]], rows)
 
 
+
+
+def pairs_markdown(pairs: pd.DataFrame, metric: str) -> str:
+    """Synthetic × rebalancing pair × size: mean paired difference (pp), rank-biserial r, Holm p; **bold**: significant."""
+    return diff_grid(pairs[pairs["metric"] == metric], ["method", "baseline"], lambda k: f"`{k[0]}` − `{k[1]}`")
+
+
+def tuning_markdown(tuning: pd.DataFrame) -> str:
+    """One row per Optuna study: tuned values, validation score, tuned and default test scores, gain, trials."""
+    rows = [
+        [t["study"], f"`{t['method']}`", str(t["minority_size"]), t["overrides"], num(t["validation_balanced_accuracy"]),
+         f"{num(t['tuned_mean'])} ± {num(t['tuned_std'])}", f"{num(t['default_mean'])} ± {num(t['default_std'])}",
+         "" if t["gain"] is None else f"{100 * t['gain']:+.1f} pp", t["trials"]]
+        for t in tuning.to_dict("records")
+    ]
+    header = ["study", "method", "n", "tuned values", "validation bal. acc.", "tuned test bal. acc. (mean ± std)", "default test bal. acc.", "gain", "trials"]
+    return md_table(header, rows)
