@@ -52,6 +52,12 @@ Statistics, precisely:
 - **Readings**: ``es_*`` is the score of the weights early stopping kept (lowest held-out loss), ``fixed_*`` that of
   the weights after ``train.fixed_epochs`` epochs; both come from the same fold, so they are paired per fold
   (difference fixed - es).
+
+The package, bottom up (no module imports one above it): ``names`` (labels shared by all), ``stats`` (intervals,
+tests, Holm, the paired-test rows), ``tables`` (the DataFrames of one dataset), ``samples`` (fold 0's rows rebuilt
+from the embeddings: separability, t-SNE), ``figures``, ``markdown`` (the Markdown tables), ``params`` (the
+``report:`` checks), ``text`` (the prose, rendered from the Jinja2 templates in ``templates/``), and this module,
+the stage: ``analyse``, ``report_dataset``, ``run``.
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ from .tables import (
     primary_reading,
     readings_table,
     selection_available,
+    significant,
     summary_table,
     synthetic_vs_rebalancing,
     tuning_table,
@@ -135,6 +142,7 @@ from .text import (
     variant_lines,
 )
 
+# The names `report.<name>` offered before it became a package (tests and other modules use them).
 __all__ = [
     "BEST_SYNTHETIC",
     "CONFIDENCE",
@@ -342,6 +350,12 @@ def _key(name: str) -> str:
     return name.replace("+", "_plus_")
 
 
+def _counts(prefix: str, tested: pd.DataFrame) -> dict[str, int]:
+    """How many paired tests ran, and how many are significantly better and worse."""
+    better, worse = significant(tested)
+    return {f"{prefix}.n_tested": len(tested), f"{prefix}.n_significant_better": len(better), f"{prefix}.n_significant_worse": len(worse)}
+
+
 def report_metrics(r: DatasetReport, rep: Mapping[str, Any]) -> dict[str, float]:
     """The counts logged to the MLflow run `report` for one dataset (balanced test accuracy)."""
     d, metrics = r.dataset, {}
@@ -349,9 +363,7 @@ def report_metrics(r: DatasetReport, rep: Mapping[str, Any]) -> dict[str, float]
     if len(c):
         for base in rep["baselines"]:
             sub = c[(c["metric"] == PRIMARY_METRIC) & (c["baseline"] == base) & c["tested"]]
-            metrics[f"{d}.vs_{_key(base)}.n_tested"] = len(sub)
-            metrics[f"{d}.vs_{_key(base)}.n_significant_better"] = int((sub["significant"] & (sub["mean_diff"] > 0)).sum())
-            metrics[f"{d}.vs_{_key(base)}.n_significant_worse"] = int((sub["significant"] & (sub["mean_diff"] < 0)).sum())
+            metrics.update(_counts(f"{d}.vs_{_key(base)}", sub))
     groups = {
         "synthetic_vs_rebalancing": r.svr_best[r.svr_best["comparison"] == BEST_SYNTHETIC] if len(r.svr_best) else r.svr_best,
         "synaug": r.variants,
@@ -360,9 +372,7 @@ def report_metrics(r: DatasetReport, rep: Mapping[str, Any]) -> dict[str, float]
     for name, df in groups.items():
         if len(df):
             sub = df[(df["metric"] == PRIMARY_METRIC) & df["tested"]]
-            metrics[f"{d}.{name}.n_tested"] = len(sub)
-            metrics[f"{d}.{name}.n_significant_better"] = int((sub["significant"] & (sub["mean_diff"] > 0)).sum())
-            metrics[f"{d}.{name}.n_significant_worse"] = int((sub["significant"] & (sub["mean_diff"] < 0)).sum())
+            metrics.update(_counts(f"{d}.{name}", sub))
     if len(r.early_stops) and r.early_stops["n_folds_ok"].sum():
         metrics[f"{d}.early_stop_share"] = float(r.early_stops["n_early"].sum() / r.early_stops["n_folds_ok"].sum())
     return metrics

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,25 +59,25 @@ def diff_cell(r: Mapping[str, Any]) -> str:
     return f"**{text}**" if r["significant"] else text
 
 
-def diff_grid(df: pd.DataFrame, keys: Sequence[str], label: Any) -> str:
-    """Rows: the groups of ``keys`` (labelled by ``label(key values)``); columns: sizes; cells: :func:`diff_cell`."""
+def size_grid(df: pd.DataFrame, cell: Callable[[pd.Series], str], keys: str | list[str] = "method", label: Callable[[Any], str] | None = None, corner: str = "method") -> str:
+    """Rows: the groups of ``keys`` in order of appearance (labelled ``label(key)``, by default the method name in
+    backticks); columns: the sizes; cells: ``cell(row of that group and size)``, empty where the group lacks the size."""
     sizes = sorted(df["minority_size"].unique().tolist())
     rows = []
-    for key, g in df.groupby(list(keys), sort=False):
+    for key, g in df.groupby(keys, sort=False):
         by = g.set_index("minority_size")
-        rows.append([label(key), *(diff_cell(by.loc[s]) if s in by.index else "" for s in sizes)])
-    return md_table(["comparison", *[f"n={s}" for s in sizes]], rows)
+        rows.append([label(key) if label else f"`{key}`", *(cell(by.loc[s]) if s in by.index else "" for s in sizes)])
+    return md_table([corner, *[f"n={s}" for s in sizes]], rows)
+
+
+def diff_grid(df: pd.DataFrame, keys: list[str], label: Callable[[Any], str]) -> str:
+    """Rows: the groups of ``keys`` (labelled by ``label(key values)``); columns: sizes; cells: :func:`diff_cell`."""
+    return size_grid(df, diff_cell, keys, label, corner="comparison")
 
 
 def comparison_markdown(comp: pd.DataFrame, metric: str, baseline: str) -> str:
     """Method × size: mean paired difference in percentage points, rank-biserial r, Holm p; **bold** = significant."""
-    df = comp[(comp["metric"] == metric) & (comp["baseline"] == baseline)]
-    sizes = sorted(df["minority_size"].unique().tolist())
-    rows = []
-    for method, g in df.groupby("method", sort=False):
-        by = g.set_index("minority_size")
-        rows.append([f"`{method}`", *(diff_cell(by.loc[s]) for s in sizes)])
-    return md_table(["method", *[f"n={s}" for s in sizes]], rows)
+    return size_grid(comp[(comp["metric"] == metric) & (comp["baseline"] == baseline)], diff_cell)
 
 
 def tests_markdown(comp: pd.DataFrame) -> str:
@@ -143,32 +143,21 @@ def early_stop_markdown(table: pd.DataFrame) -> str:
 
 def readings_markdown(readings: pd.DataFrame, *, means: bool) -> str:
     """Method × size: fixed − early stopping (pp, r, Holm p); ``means``: with both means in front."""
-    sizes = sorted(readings["minority_size"].unique().tolist())
-    rows = []
-    for method, g in readings.groupby("method", sort=False):
-        by = g.set_index("minority_size")
-        cells = []
-        for s in sizes:
-            r = by.loc[s]
-            cell = diff_cell(r)
-            cells.append(f"{r['es_mean']:.3f} → {r['fixed_mean']:.3f}: {cell}" if means and r["tested"] else cell)
-        rows.append([f"`{method}`", *cells])
-    return md_table(["method", *[f"n={s}" for s in sizes]], rows)
+
+    def cell(r: pd.Series) -> str:
+        return f"{r['es_mean']:.3f} → {r['fixed_mean']:.3f}: {diff_cell(r)}" if means and r["tested"] else diff_cell(r)
+
+    return size_grid(readings, cell)
 
 
 def separability_markdown(sep: pd.DataFrame) -> str:
-    sizes = sorted(sep["minority_size"].unique().tolist())
-    rows = []
-    for method, g in sep.groupby("method", sort=False):
-        by = g.set_index("minority_size")
-        cells = []
-        for s in sizes:
-            r = by.loc[s]
-            cells.append(f"{r['auc']:.3f} ({r['n_per_class']}+{r['n_per_class']})" if r["status"] == "ok" and not np.isnan(r["auc"]) else f"not run: {r['status']}")
-        rows.append([f"`{method}`", *cells])
-    return md_table(["method", *[f"n={s}" for s in sizes]], rows)
+    """Method × size: ROC AUC real vs synthetic (samples per side), or why it was not scored."""
 
+    def cell(r: pd.Series) -> str:
+        ok = r["status"] == "ok" and not np.isnan(r["auc"])
+        return f"{r['auc']:.3f} ({r['n_per_class']}+{r['n_per_class']})" if ok else f"not run: {r['status']}"
 
+    return size_grid(sep, cell)
 
 
 def pairs_markdown(pairs: pd.DataFrame, metric: str) -> str:

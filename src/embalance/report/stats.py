@@ -130,6 +130,15 @@ def _untested_row(metric: str, method: str, baseline: str, size: int, note: str)
     }
 
 
+def paired_fields(t: PairedTest) -> dict[str, Any]:
+    """The columns of a paired-test table that one test fills (before Holm); no pair at all: the cell did not run."""
+    return {
+        "n_pairs": t.n_pairs, "n_nonzero": t.n_nonzero, "mean_diff": t.mean_diff, "diff_ci_half_width": t.diff_ci,
+        "median_diff": t.median_diff, "rank_biserial": t.rank_biserial, "p_value": t.p_value,
+        "tested": t.n_pairs > 0, "note": t.note if t.n_pairs > 0 else NOT_RUN_NOTE,
+    }
+
+
 def _paired_row(ok: pd.DataFrame, metric: str, method: str, baseline: str, size: int) -> dict[str, Any]:
     """One paired test of a (method, baseline, size), before Holm: the folds where both ran, matched by fold index."""
     a, b = _fold_values(ok, metric, method, size), _fold_values(ok, metric, baseline, size)
@@ -138,9 +147,7 @@ def _paired_row(ok: pd.DataFrame, metric: str, method: str, baseline: str, size:
     return {
         "metric": metric, "method": method, "baseline": baseline, "minority_size": size,
         "method_mean": float(a.mean()) if len(a) else math.nan, "baseline_mean": float(b.mean()) if len(b) else math.nan,
-        "n_pairs": t.n_pairs, "n_nonzero": t.n_nonzero, "mean_diff": t.mean_diff, "diff_ci_half_width": t.diff_ci,
-        "median_diff": t.median_diff, "rank_biserial": t.rank_biserial, "p_value": t.p_value,
-        "tested": t.n_pairs > 0, "note": t.note if t.n_pairs > 0 else NOT_RUN_NOTE,
+        **paired_fields(t),
     }
 
 

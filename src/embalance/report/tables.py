@@ -29,7 +29,6 @@ from .names import (
 from .stats import (
     COMPARISON_COLUMNS,
     CONFIDENCE,
-    NOT_RUN_NOTE,
     ZERO_TOL,
     _fold_values,
     _holm_rows,
@@ -38,6 +37,7 @@ from .stats import (
     _sizes,
     _untested_row,
     paired_comparisons,
+    paired_fields,
     paired_test,
     t_interval,
 )
@@ -196,6 +196,11 @@ def variant_comparisons(folds: pd.DataFrame, methods: Sequence[str], *, alpha: f
     return comp
 
 
+def significant(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of a paired-test table that are significantly better, and those significantly worse."""
+    return df[df["significant"] & (df["mean_diff"] > 0)], df[df["significant"] & (df["mean_diff"] < 0)]
+
+
 EARLY_STOP_COLUMNS = ["method", "minority_size", "n_folds_ok", "n_early", "share", "median_best_epoch"]
 
 
@@ -260,9 +265,7 @@ def readings_table(folds: pd.DataFrame, *, alpha: float, metric: str = PRIMARY_M
                 {
                     "metric": metric, "method": method, "minority_size": size,
                     "es_mean": float(sel[es].mean()) if len(sel) else math.nan, "fixed_mean": float(sel[fixed].mean()) if len(sel) else math.nan,
-                    "n_pairs": t.n_pairs, "n_nonzero": t.n_nonzero, "mean_diff": t.mean_diff, "diff_ci_half_width": t.diff_ci,
-                    "median_diff": t.median_diff, "rank_biserial": t.rank_biserial, "p_value": t.p_value,
-                    "tested": t.n_pairs > 0, "note": t.note if t.n_pairs > 0 else NOT_RUN_NOTE,
+                    **paired_fields(t),
                 }
             )
         rows += _holm_rows(family, alpha)

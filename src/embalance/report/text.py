@@ -32,7 +32,7 @@ from .markdown import (
 from .names import BEST_SYNTHETIC, METRICS, PRIMARY_METRIC, PROJECTION_FOLD, SELECT_BY, cap, metric_label
 from .params import check_params
 from .stats import CONFIDENCE, ZERO_TOL
-from .tables import DatasetReport
+from .tables import DatasetReport, significant
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader(__package__, "templates"),
@@ -51,11 +51,6 @@ def render(template: str, **context: Any) -> str:
 def render_lines(template: str, **context: Any) -> list[str]:
     """The lines of a template that ends every line it writes with a newline."""
     return render(template, **context).split("\n")[:-1]
-
-
-def significant(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows of a paired-test table that are significantly better, and those significantly worse."""
-    return df[df["significant"] & (df["mean_diff"] > 0)], df[df["significant"] & (df["mean_diff"] < 0)]
 
 
 def _diff_range(df: pd.DataFrame) -> dict[str, float]:
