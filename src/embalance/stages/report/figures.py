@@ -1,0 +1,279 @@
+"""Every figure of the report (matplotlib, non-interactive backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embalance.experiment.methods import BASELINES, METHODS, OPTIONS, parse_method
+
+from .names import (
+    BEST_SYNTHETIC,
+    METRICS,
+    PRIMARY_METRIC,
+    PROJECTION_FOLD,
+    SELECT_BY,
+)
+from .names import cap as _cap
+
+
+def _plt() -> Any:
+    """matplotlib.pyplot, imported lazily with a non-interactive backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+BASE_COLOURS: dict[str, str] = {
+    "none": "#4d4d4d", "random": "#1f77b4", "smote": "#ff7f0e", "borderline": "#2ca02c", "adasyn": "#d62728", "vae": "#9467bd",
+    "undersample": "#8c564b", "weighted": "#e377c2", "logit_adjusted": "#17becf",
+}
+OPTION_STYLES: dict[tuple[str, ...], tuple[str, str]] = {  # options -> (line style, marker)
+    (): ("-", "o"), ("mixup",): ("--", "s"), ("refit",): (":", "^"), ("mixup", "refit"): ("-.", "D"),
+}
+ADDED_COLOURS: dict[str, str] = {"mixup": "#1f77b4", "refit": "#2ca02c", "mixup+refit": "#9467bd"}
+
+
+def method_style(method: str) -> dict[str, str]:
+    """One colour per base method, one line style and marker per combination of options: the same in every figure."""
+    spec = parse_method(method)
+    ls, marker = OPTION_STYLES[tuple(o for o in OPTIONS if getattr(spec, o))]
+    return {"color": BASE_COLOURS[spec.base], "ls": ls, "marker": marker}
+
+
+def method_families(methods: Sequence[str], exclude: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+    """The methods grouped for figure panels: the paper's; the rebalancing baselines with `none` and `random`; the
+    SYNAuG variants with their plain bases. Families with nothing of their own are left out; ``exclude``d methods
+    (the baseline of a gain figure) are dropped from every family."""
+    specs = {m: parse_method(m) for m in methods}
+    keep = [m for m in methods if m not in exclude]
+    out = []
+    paper = [m for m in keep if m in METHODS]
+    if paper:
+        out.append(("the paper's methods", paper))
+    if any(m in BASELINES for m in keep):
+        out.append(("rebalancing baselines (no synthetic samples) with none and random", [m for m in keep if m in ("none", "random", *BASELINES)]))
+    bases = {specs[m].base for m in keep if specs[m].mixup or specs[m].refit}
+    if bases:
+        out.append(("SYNAuG variants (+mixup, +refit) with their plain base", [m for m in keep if specs[m].base in bases]))
+    return out
+
+
+def _size_axis(ax: Any, sizes: Sequence[int], label: bool = True) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(sizes), [str(s) for s in sizes])
+    ax.minorticks_off()
+    if label:
+        ax.set_xlabel("minority samples in the imbalanced pool (log2 scale)")
+
+
+def _panels(n: int, height: float = 3.8) -> tuple[Any, list[Any]]:
+    plt = _plt()
+    fig, axes = plt.subplots(max(n, 1), 1, figsize=(10, 1.2 + height * max(n, 1)), dpi=120, squeeze=False)
+    return fig, list(axes[:, 0])
+
+
+def _finish(fig: Any, axes: Any, path: Path, legend_title: str = "method") -> None:
+    """The common end of a line figure: grid, each panel's legend outside its axes, tight layout, save, close."""
+    for ax in axes if isinstance(axes, list) else [axes]:
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title=legend_title, title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    _plt().close(fig)
+
+
+def plot_metric_vs_size(summary: pd.DataFrame, metric: str, dataset: str, path: Path) -> None:
+    """Mean over folds against minority size, one panel per family of methods, a band for the 95% t-interval."""
+    df = summary[summary["metric"] == metric]
+    families = method_families(list(dict.fromkeys(df["method"])))
+    sizes = sorted(df["minority_size"].unique().tolist())
+    fig, axes = _panels(len(families))
+    for i, (ax, (family, members)) in enumerate(zip(axes, families, strict=True)):
+        for method in members:
+            g = df[df["method"] == method].sort_values("minority_size")
+            style = method_style(method)
+            ran = g[g["n_folds_ok"] > 0]
+            ax.plot(ran["minority_size"], ran["mean"], ms=4, label=method, **style)
+            band = ran.dropna(subset=["ci_half_width"])
+            ax.fill_between(band["minority_size"], band["ci_low"], band["ci_high"], color=style["color"], alpha=0.10, lw=0)
+            skipped = g[g["n_folds_ok"] == 0]["minority_size"].tolist()
+            if skipped:
+                ax.plot([], [], " ", label=f"  {method}: not run at n={', '.join(map(str, skipped))}")
+        _size_axis(ax, sizes, label=i == len(families) - 1)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_ylabel(f"{METRICS[metric]}\n(fraction)")
+        ax.set_title(_cap(family), fontsize=9, loc="left")
+    fig.suptitle(f"{dataset}: {METRICS[metric]} vs minority size (mean over CV folds, band: 95% t-interval; dotted: chance for 2 classes)", fontsize=10)
+    _finish(fig, axes, path)
+
+
+def _gain_line(ax: Any, g: pd.DataFrame, label: str, color: str, ls: str = "-") -> None:
+    """Mean paired difference (pp) per size with its 95% t-band; filled markers where significant after Holm."""
+    g = g.sort_values("minority_size")
+    x, y, ci = g["minority_size"].to_numpy(), 100 * g["mean_diff"].to_numpy(dtype=float), 100 * g["diff_ci_half_width"].to_numpy(dtype=float)
+    ax.plot(x, y, lw=1.2, color=color, ls=ls, label=label)
+    ok = ~np.isnan(ci)
+    ax.fill_between(x[ok], (y - ci)[ok], (y + ci)[ok], color=color, alpha=0.08, lw=0)
+    sig = g["significant"].to_numpy(dtype=bool)
+    ax.scatter(x[sig], y[sig], color=color, s=28, zorder=3)
+    ax.scatter(x[~sig], y[~sig], facecolors="white", edgecolors=color, s=28, zorder=3)
+
+
+def _significance_legend(ax: Any, alpha: float) -> None:
+    ax.scatter([], [], color="black", s=28, label=f"Holm p < {alpha:g}")
+    ax.scatter([], [], facecolors="white", edgecolors="black", s=28, label="not significant")
+    ax.axhline(0, color="black", lw=0.8)
+
+
+def _family_gain_figure(df: pd.DataFrame, *, ylabel: str, title: str, path: Path, alpha: float) -> None:
+    """Paired differences per size from ``df`` (one row per method and size), one panel per family of methods;
+    filled markers: significant after Holm."""
+    families = method_families(list(dict.fromkeys(df["method"])))
+    sizes = sorted(df["minority_size"].unique().tolist())
+    fig, axes = _panels(len(families))
+    for i, (ax, (family, members)) in enumerate(zip(axes, families, strict=True)):
+        for method in members:
+            style = method_style(method)
+            _gain_line(ax, df[df["method"] == method], method, style["color"], style["ls"])
+        _significance_legend(ax, alpha)
+        if sizes:
+            _size_axis(ax, sizes, label=i == len(families) - 1)
+        ax.set_ylabel(ylabel)
+        ax.set_title(_cap(family), fontsize=9, loc="left")
+    fig.suptitle(title, fontsize=10)
+    _finish(fig, axes, path)
+
+
+def plot_gain(comparisons: pd.DataFrame, metric: str, baseline: str, dataset: str, path: Path, alpha: float) -> None:
+    """Mean paired difference (percentage points) against a baseline per size, one panel per family of methods;
+    filled markers: significant after Holm."""
+    df = comparisons[(comparisons["metric"] == metric) & (comparisons["baseline"] == baseline) & comparisons["tested"]]
+    title = f"{dataset}: gain in {METRICS[metric]} over `{baseline}` per minority size (band: 95% t-interval of the paired differences)"
+    _family_gain_figure(df, ylabel=f"method − {baseline}\n(pp, mean over paired folds)", title=title, path=path, alpha=alpha)
+
+
+def plot_synthetic_vs_rebalancing(best: pd.DataFrame, metric: str, dataset: str, path: Path, alpha: float) -> None:
+    """Each synthetic method, and the best one, minus the best plain rebalancing method per size; the picked
+    rebalancing method is written under each size."""
+    df = best[(best["metric"] == metric) & best["tested"]]
+    fig, axes = _panels(1, height=4.6)
+    ax = axes[0]
+    for comparison, g in df.groupby("comparison", sort=False):
+        if comparison == BEST_SYNTHETIC:
+            _gain_line(ax, g, "best synthetic (per size)", "black", "-")
+        else:
+            style = method_style(str(comparison))
+            _gain_line(ax, g, str(comparison), style["color"], style["ls"])
+    _significance_legend(ax, alpha)
+    sizes = sorted(best[best["metric"] == metric]["minority_size"].unique().tolist())
+    if sizes:
+        _size_axis(ax, sizes)
+        picks = df[df["comparison"] == BEST_SYNTHETIC].set_index("minority_size")["baseline"]
+        for s, name in picks.items():
+            ax.annotate(name, (s, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7, color="#555555")
+    ax.set_ylabel(f"{METRICS.get(metric, metric)}:\nmethod − best plain rebalancing (pp)")
+    ax.set_title(
+        f"{dataset}: synthetic samples vs the best plain rebalancing method at each size (named at the bottom)\n"
+        f"(both picked by their mean {'validation balanced accuracy' if len(df) and df['selected_by'].iloc[0] == SELECT_BY['validation'] else 'test score'}; "
+        "band: 95% t-interval of the paired differences)", fontsize=10,
+    )
+    _finish(fig, axes, path)
+
+
+def plot_variant_gains(comp: pd.DataFrame, metric: str, dataset: str, path: Path, alpha: float) -> None:
+    """Each SYNAuG variant minus its reference per size, one panel per base method; colour: the options added;
+    solid against the plain base, dashed against a variant with one option fewer."""
+    df = comp[(comp["metric"] == metric) & comp["tested"]]
+    bases = list(dict.fromkeys(parse_method(m).base for m in df["method"]))
+    sizes = sorted(df["minority_size"].unique().tolist())
+    fig, axes = _panels(len(bases), height=3.4)
+    for i, (ax, base) in enumerate(zip(axes, bases, strict=True)):
+        sub = df[[parse_method(m).base == base for m in df["method"]]]
+        for (variant, ref), g in sub.groupby(["method", "baseline"], sort=False):
+            added = str(g["added"].iloc[0])
+            _gain_line(ax, g, f"{variant} − {ref}", ADDED_COLOURS.get(added, "black"), "-" if ref == base else "--")
+        _significance_legend(ax, alpha)
+        _size_axis(ax, sizes, label=i == len(bases) - 1)
+        ax.set_ylabel("variant − reference\n(pp, paired folds)")
+        ax.set_title(f"base method {base}", fontsize=9, loc="left")
+    fig.suptitle(f"{dataset}: what mixup and last-layer refitting add ({METRICS.get(metric, metric)}; colour: options added)", fontsize=10)
+    _finish(fig, axes, path, legend_title="comparison")
+
+
+def plot_early_stops(table: pd.DataFrame, early_epochs: int, dataset: str, path: Path) -> None:
+    """Heat map, method × size, of the share of folds whose kept epoch is <= early_epochs, annotated k/n."""
+    plt = _plt()
+    methods = list(dict.fromkeys(table["method"]))
+    sizes = sorted(table["minority_size"].unique().tolist())
+    grid = table.pivot(index="method", columns="minority_size", values="share").reindex(index=methods, columns=sizes)
+    fig, ax = plt.subplots(figsize=(1.8 + 0.85 * len(sizes), 1.4 + 0.38 * len(methods)), dpi=120)
+    im = ax.imshow(np.ma.masked_invalid(grid.to_numpy(dtype=float)), cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    by = table.set_index(["method", "minority_size"])
+    for i, m in enumerate(methods):
+        for j, s in enumerate(sizes):
+            r = by.loc[(m, s)]
+            text = "–" if r["n_folds_ok"] == 0 else f"{int(r['n_early'])}/{int(r['n_folds_ok'])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if (r["share"] or 0) > 0.6 else "black")
+    ax.set_xticks(range(len(sizes)), [f"n={s}" for s in sizes])
+    ax.set_yticks(range(len(methods)), methods)
+    fig.colorbar(im, ax=ax, label=f"share of folds with best_epoch ≤ {early_epochs}")
+    ax.set_title(f"{dataset}: folds whose early stopping kept epoch ≤ {early_epochs}\n(k/n: such folds / folds that ran; –: cell not run)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_readings(readings: pd.DataFrame, dataset: str, path: Path, alpha: float) -> None:
+    """Fixed-budget minus early-stopping reading per method and size, one panel per family of methods."""
+    metric = str(readings["metric"].iloc[0]) if len(readings) else PRIMARY_METRIC
+    title = f"{dataset}: {METRICS.get(metric, metric)}, fixed epoch budget minus early stopping (band: 95% t-interval)"
+    _family_gain_figure(readings[readings["tested"]], ylabel="fixed − early stopping\n(pp, paired folds)", title=title, path=path, alpha=alpha)
+
+
+GROUP_STYLE = {
+    "real majority": {"color": "#9e9e9e", "marker": ".", "s": 10, "alpha": 0.5},
+    "synthetic minority": {"color": "#ff7f0e", "marker": "x", "s": 14, "alpha": 0.6, "linewidths": 0.8},
+    "real minority": {"color": "#1f3fbf", "marker": "o", "s": 36, "alpha": 0.95, "edgecolors": "white", "linewidths": 0.6},
+}
+
+
+def plot_projection(coords: np.ndarray, groups: np.ndarray, title: str, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 6.2), dpi=120)
+    for group, style in GROUP_STYLE.items():  # real minority drawn last, on top
+        sel = groups == group
+        if sel.any():
+            ax.scatter(coords[sel, 0], coords[sel, 1], label=f"{group} ({int(sel.sum())})", **style)
+    ax.set_xlabel("t-SNE dimension 1 (arbitrary units)")
+    ax.set_ylabel("t-SNE dimension 2 (arbitrary units)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, frameon=False, markerscale=1.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_separability(sep: pd.DataFrame, dataset: str, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
+    ran = sep.dropna(subset=["auc"])
+    for method, g in ran.groupby("method", sort=False):
+        g = g.sort_values("minority_size")
+        ax.plot(g["minority_size"], g["auc"], ms=4, label=str(method), **method_style(str(method)))
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="0.5: indistinguishable")
+    _size_axis(ax, sorted(sep["minority_size"].unique().tolist()))
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("ROC AUC, real vs synthetic minority\n(cross-validated logistic regression)")
+    ax.set_title(f"{dataset}: how well a linear model tells synthetic from real minority samples\n(synthetic: made from fold {PROJECTION_FOLD}'s training part; real: held-out minority rows; 1.0: fully separable)", fontsize=10)
+    _finish(fig, ax, path)
+
+

@@ -1,0 +1,375 @@
+"""The tables of one dataset: summary, comparisons, synthetic vs rebalancing, variants, early stops, readings, tuning."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embalance.errors import ConfigError
+from embalance.experiment.methods import OPTIONS, MethodSpec, parse_method
+
+from .names import (
+    BEST_SYNTHETIC,
+    METRICS,
+    PRIMARY_METRIC,
+    READINGS,
+    SELECT_BY,
+)
+from .stats import (
+    COMPARISON_COLUMNS,
+    CONFIDENCE,
+    ZERO_TOL,
+    _fold_values,
+    _holm_rows,
+    _ok_folds,
+    _paired_row,
+    _sizes,
+    _untested_row,
+    paired_comparisons,
+    paired_fields,
+    paired_test,
+    t_interval,
+)
+
+
+def load_results(results_dir: Path, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
+    """cells.csv, folds.csv and (if present) best.json of one dataset; every method name must parse."""
+    d = results_dir / dataset
+    missing = [name for name in ("cells.csv", "folds.csv") if not (d / name).is_file()]
+    if missing:
+        raise ConfigError(f"No sweep results for dataset {dataset!r}: {', '.join(str(d / m) for m in missing)} missing; run `embalance sweep --dataset {dataset}` (or `dvc repro`) first.")
+    cells = pd.read_csv(d / "cells.csv")
+    folds = pd.read_csv(d / "folds.csv")
+    for name, df in (("cells.csv", cells), ("folds.csv", folds)):
+        if "reason" in df:  # empty when every cell ran: pandas reads an all-empty column as float NaN
+            df["reason"] = ["" if pd.isna(v) else str(v) for v in df["reason"]]
+        for m in dict.fromkeys(df["method"]) if "method" in df else ():
+            try:
+                parse_method(m)
+            except ConfigError as e:
+                raise ConfigError(f"{str(d / name)!r} holds a method this report does not know: {e} Rerun the sweep with this code (`dvc repro`).") from e
+    best = json.loads((d / "best.json").read_text()) if (d / "best.json").is_file() else None
+    return cells, folds, best
+
+
+def summary_table(cells: pd.DataFrame, folds: pd.DataFrame, metrics: Sequence[str] = tuple(METRICS), confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """One row per (metric, method, size): status, reason, folds that ran, mean, std, t-interval, best-of-size flag."""
+    ok = _ok_folds(folds)
+    rows = []
+    for metric in metrics:
+        for cell in cells.to_dict("records"):
+            method, size = cell["method"], int(cell["minority_size"])
+            sel = ok[(ok["method"] == method) & (ok["minority_size"] == size)] if len(ok) else ok
+            values = sel[metric].to_numpy(dtype=float) if metric in sel else np.array([])
+            mean, half = t_interval(values, confidence)
+            rows.append(
+                {
+                    "dataset": cell.get("dataset", ""), "metric": metric, "method": method, "minority_size": size,
+                    "status": cell["status"], "reason": cell.get("reason", ""), "n_folds": int(cell.get("n_folds", len(values))),
+                    "n_folds_ok": len(values), "mean": mean, "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                    "ci_low": mean - half, "ci_high": mean + half, "ci_half_width": half, "mlflow_run_id": cell.get("mlflow_run_id", ""),
+                }
+            )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    best = table.groupby(["metric", "minority_size"])["mean"].transform("max")
+    table["best"] = (table["n_folds_ok"] > 0) & np.isclose(table["mean"], best, rtol=0, atol=ZERO_TOL)
+    return table
+
+
+def comparison_pairs(methods: Sequence[str], baselines: Sequence[str]) -> list[tuple[str, str]]:
+    """(method, baseline) pairs: every method against each baseline, except a baseline against an earlier one
+    (``none`` vs ``random`` would mirror ``random`` vs ``none``)."""
+    pairs = []
+    for i, base in enumerate(baselines):
+        if base not in methods:
+            continue
+        pairs += [(m, base) for m in methods if m != base and m not in baselines[:i]]
+    return pairs
+
+
+def comparison_table(folds: pd.DataFrame, methods: Sequence[str], baselines: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS)) -> pd.DataFrame:
+    """Paired tests per (metric, method, baseline, size), Holm-adjusted over the sizes of each (metric, method, baseline)."""
+    return paired_comparisons(folds, comparison_pairs(methods, baselines), alpha=alpha, metrics=metrics)
+
+
+def best_of(ok: pd.DataFrame, metric: str, candidates: Sequence[str], size: int) -> tuple[str | None, dict[str, float]]:
+    """The candidate with the highest mean over its folds that ran at ``size`` (the first listed on an exact tie),
+    and every candidate's mean (those that ran); (None, {}) when none ran."""
+    means = {}
+    for m in candidates:
+        v = _fold_values(ok, metric, m, size)
+        if len(v):
+            means[m] = float(v.mean())
+    if not means:
+        return None, means
+    top = max(means.values())
+    return next(m for m, v in means.items() if v == top), means
+
+
+def selection_available(folds: pd.DataFrame, select_by: str) -> bool:
+    """Whether folds.csv has the column that ``select_by`` picks on (``test`` always has)."""
+    return not SELECT_BY[select_by] or SELECT_BY[select_by] in folds.columns
+
+
+def synthetic_vs_rebalancing(
+    folds: pd.DataFrame, synthetic: Sequence[str], rebalancing: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS),
+    select_by: str = "validation",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Is it the synthetic samples or just the rebalancing? Returns (pairs, best):
+
+    - ``pairs``: every synthetic method against every rebalancing method (no selection), Holm over sizes per pair;
+    - ``best``: per size, the best rebalancing method (:func:`best_of` on the ``select_by`` column, see ``SELECT_BY``)
+      as the baseline of the best synthetic method (``comparison`` = ``"best synthetic"``) and of each synthetic method
+      (``comparison`` = its name); Holm over the sizes of each comparison. ``selected_by`` names the column of the pick,
+      ``rebalancing_means``/``synthetic_means`` hold the candidates' means of it.
+    """
+    if select_by not in SELECT_BY:
+        raise ConfigError(f"`select_by` must be one of {', '.join(SELECT_BY)}, but got {select_by!r}.")
+    if not selection_available(folds, select_by):
+        raise ConfigError(f"`select_by: {select_by}` picks on the column {SELECT_BY[select_by]!r}, which folds.csv lacks; use `select_by: test`.")
+    best_cols = ["comparison", *COMPARISON_COLUMNS, "selected_by", "rebalancing_means", "synthetic_means"]
+    if not synthetic or not rebalancing:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS), pd.DataFrame(columns=best_cols)
+    pairs = paired_comparisons(folds, [(s, r) for s in synthetic for r in rebalancing], alpha=alpha, metrics=metrics)
+    ok = _ok_folds(folds)
+    rows: list[dict[str, Any]] = []
+    for metric in metrics:
+        families: dict[str, list[dict[str, Any]]] = {}
+        pick = SELECT_BY[select_by] or metric
+        for size in _sizes(folds):
+            r_best, r_means = best_of(ok, pick, rebalancing, size)
+            s_best, s_means = best_of(ok, pick, synthetic, size)
+            r_text, s_text = ("; ".join(f"{m}={v:.4f}" for m, v in means.items()) for means in (r_means, s_means))
+            for comparison, method in [(BEST_SYNTHETIC, s_best), *((s, s) for s in synthetic)]:
+                if r_best is None or method is None:
+                    row = _untested_row(metric, method or "", r_best or "", size, f"no {'rebalancing' if r_best is None else 'synthetic'} method ran at this size")
+                else:
+                    row = _paired_row(ok, metric, method, r_best, size)
+                families.setdefault(comparison, []).append({"comparison": comparison, **row, "selected_by": pick, "rebalancing_means": r_text, "synthetic_means": s_text})
+        for family in families.values():
+            rows += _holm_rows(family, alpha)
+    return pairs, pd.DataFrame(rows, columns=best_cols)
+
+
+def variant_pairs(methods: Sequence[str]) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """SYNAuG-style comparisons among ``methods``: (variant, reference, options the variant adds) for each variant
+    against its plain base and, for a variant with several options, against each variant with one option fewer;
+    and the (variant, reference) pairs whose reference is not among ``methods``."""
+    present = set(methods)
+    pairs: list[tuple[str, str, str]] = []
+    missing: list[tuple[str, str]] = []
+    for m in methods:
+        spec = parse_method(m)
+        opts = [o for o in OPTIONS if getattr(spec, o)]
+        if not opts:
+            continue
+        subsets: list[list[str]] = [[]] + ([[o for o in opts if o != drop] for drop in opts] if len(opts) > 1 else [])
+        for keep in subsets:
+            ref = MethodSpec(spec.base, **{o: True for o in keep}).name
+            added = "+".join(o for o in opts if o not in keep)
+            if ref in present:
+                pairs.append((m, ref, added))
+            else:
+                missing.append((m, ref))
+    return pairs, missing
+
+
+def variant_comparisons(folds: pd.DataFrame, methods: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS)) -> pd.DataFrame:
+    """Paired tests of each SYNAuG variant against its references (:func:`variant_pairs`), with an ``added`` column."""
+    pairs, _ = variant_pairs(methods)
+    comp = paired_comparisons(folds, [(v, r) for v, r, _ in pairs], alpha=alpha, metrics=metrics)
+    added = {(v, r): a for v, r, a in pairs}
+    comp.insert(3, "added", [added[(v, r)] for v, r in zip(comp["method"], comp["baseline"], strict=True)])
+    return comp
+
+
+def significant(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of a paired-test table that are significantly better, and those significantly worse."""
+    return df[df["significant"] & (df["mean_diff"] > 0)], df[df["significant"] & (df["mean_diff"] < 0)]
+
+
+EARLY_STOP_COLUMNS = ["method", "minority_size", "n_folds_ok", "n_early", "share", "median_best_epoch"]
+
+
+def early_stop_table(folds: pd.DataFrame, early_epochs: int) -> pd.DataFrame:
+    """Per (method, size): folds that ran with a recorded ``best_epoch``, how many of them kept the weights of an
+    epoch <= ``early_epochs`` (1-based), that share, and the median kept epoch. Empty without ``best_epoch``."""
+    ok = _ok_folds(folds)
+    if "best_epoch" not in folds.columns:
+        return pd.DataFrame(columns=EARLY_STOP_COLUMNS)
+    rows = []
+    for method in dict.fromkeys(folds["method"]):
+        for size in _sizes(folds):
+            e = ok[(ok["method"] == method) & (ok["minority_size"] == size)]["best_epoch"].astype(float).dropna()
+            k = int((e <= early_epochs).sum())
+            rows.append(
+                {"method": method, "minority_size": size, "n_folds_ok": len(e), "n_early": k,
+                 "share": k / len(e) if len(e) else math.nan, "median_best_epoch": float(e.median()) if len(e) else math.nan}
+            )
+    return pd.DataFrame(rows, columns=EARLY_STOP_COLUMNS)
+
+
+def reading_columns(folds: pd.DataFrame, metric: str = PRIMARY_METRIC) -> tuple[str, str] | None:
+    """(``es_<metric>``, ``fixed_<metric>``) when the sweep recorded both readings, else None."""
+    es, fixed = f"es_{metric}", f"fixed_{metric}"
+    return (es, fixed) if es in folds.columns and fixed in folds.columns else None
+
+
+def primary_reading(folds: pd.DataFrame, metric: str = PRIMARY_METRIC) -> str | None:
+    """Which reading ``test_*`` holds ("es" or "fixed"), read off the numbers; None when not both were recorded."""
+    cols = reading_columns(folds, metric)
+    ok = _ok_folds(folds)
+    if cols is None or not len(ok):
+        return None
+    for prefix, col in zip(READINGS, cols, strict=True):
+        a, b = ok[metric].to_numpy(dtype=float), ok[col].to_numpy(dtype=float)
+        if np.allclose(a, b, rtol=0, atol=ZERO_TOL, equal_nan=True):
+            return prefix
+    return None
+
+
+READINGS_COLUMNS = [
+    "metric", "method", "minority_size", "es_mean", "fixed_mean", "n_pairs", "n_nonzero", "mean_diff", "diff_ci_half_width",
+    "median_diff", "rank_biserial", "p_value", "tested", "note", "p_holm", "significant",
+]
+
+
+def readings_table(folds: pd.DataFrame, *, alpha: float, metric: str = PRIMARY_METRIC) -> pd.DataFrame:
+    """Per (method, size): mean of the early-stopping and the fixed-budget reading over the folds that ran, and the
+    paired test of fixed - es over those folds, Holm over the sizes of each method. Empty without both columns."""
+    cols = reading_columns(folds, metric)
+    if cols is None:
+        return pd.DataFrame(columns=READINGS_COLUMNS)
+    es, fixed = cols
+    ok = _ok_folds(folds)
+    rows: list[dict[str, Any]] = []
+    for method in dict.fromkeys(folds["method"]):
+        family = []
+        for size in _sizes(folds):
+            sel = ok[(ok["method"] == method) & (ok["minority_size"] == size)][[es, fixed]].astype(float).dropna()
+            t = paired_test(sel[fixed].to_numpy(), sel[es].to_numpy())
+            family.append(
+                {
+                    "metric": metric, "method": method, "minority_size": size,
+                    "es_mean": float(sel[es].mean()) if len(sel) else math.nan, "fixed_mean": float(sel[fixed].mean()) if len(sel) else math.nan,
+                    **paired_fields(t),
+                }
+            )
+        rows += _holm_rows(family, alpha)
+    return pd.DataFrame(rows, columns=READINGS_COLUMNS)
+
+
+def _outcome(row: Mapping[str, Any]) -> str:
+    if not row["tested"]:
+        return "not tested"
+    if row["significant"]:
+        return "better" if row["mean_diff"] > 0 else "worse"
+    return "n.s."
+
+
+def headline_readings(
+    folds: pd.DataFrame, methods: Sequence[str], synthetic: Sequence[str], rebalancing: Sequence[str], *, alpha: float, metric: str = PRIMARY_METRIC,
+    select_by: str = "validation",
+) -> list[dict[str, Any]]:
+    """The headline conclusions under each reading: every method vs ``none``, each synthetic method vs ``random``,
+    and the best synthetic method vs the best plain rebalancing. One dict per conclusion with its outcomes per
+    reading and what changes; empty when not both readings were recorded."""
+    cols = reading_columns(folds, metric)
+    if cols is None:
+        return []
+    out: list[dict[str, Any]] = []
+    vs_none = [(m, "none") for m in methods if m != "none"] if "none" in methods else []
+    vs_random = [(s, "random") for s in synthetic] if "random" in methods else []
+    for name, pairs in (("every method vs `none`", vs_none), ("synthetic vs `random`", vs_random)):
+        if not pairs:
+            continue
+        comp = paired_comparisons(folds, pairs, alpha=alpha, metrics=cols)
+        outcomes = {
+            col: {(r["method"], r["minority_size"]): _outcome(r) for r in comp[comp["metric"] == col].to_dict("records")} for col in cols
+        }
+        out.append(_headline(name, outcomes, cols))
+    if synthetic and rebalancing:
+        _, best = synthetic_vs_rebalancing(folds, synthetic, rebalancing, alpha=alpha, metrics=cols, select_by=select_by)
+        best = best[best["comparison"] == BEST_SYNTHETIC]
+        outcomes = {col: {("best synthetic", r["minority_size"]): _outcome(r) for r in best[best["metric"] == col].to_dict("records")} for col in cols}
+        out.append(_headline("best synthetic vs best plain rebalancing", outcomes, cols))
+    return out
+
+
+def _headline(name: str, outcomes: Mapping[str, Mapping[tuple[str, int], str]], cols: Sequence[str]) -> dict[str, Any]:
+    es, fixed = (outcomes[c] for c in cols)
+    changes = [(m, s, es[(m, s)], fixed[(m, s)]) for (m, s) in es if es[(m, s)] != fixed.get((m, s))]
+    counts = {
+        prefix: {k: sum(v == k for v in outcomes[c].values()) for k in ("better", "worse", "n.s.")} for prefix, c in zip(READINGS, cols, strict=True)
+    }
+    verdicts = {prefix: _verdict(counts[prefix]["better"], counts[prefix]["worse"]) for prefix in READINGS}
+    return {"conclusion": name, "counts": counts, "verdicts": verdicts, "changes": changes, "n": len(es)}
+
+
+def _verdict(n_better: int, n_worse: int) -> str:
+    """yes (only significant gains), no (only significant losses), mixed (both), no difference (neither)."""
+    if n_better and n_worse:
+        return "mixed"
+    if n_better:
+        return "yes"
+    if n_worse:
+        return "no (worse)"
+    return "no significant difference"
+
+
+def tuning_table(best: Mapping[str, Any] | None) -> pd.DataFrame:
+    """One row per Optuna study of best.json: tuned vs default (untuned) of the best method, on the test set."""
+    rows = []
+    for s in (best or {}).get("studies", []):
+        tuned, default = s.get("tuned", {}), s.get("default", {})
+        rows.append(
+            {
+                "study": s.get("study", ""), "method": s.get("method", ""), "minority_size": s.get("minority_size"),
+                "overrides": ", ".join(f"{k}={_fmt_value(v)}" for k, v in (s.get("overrides") or {}).items()),
+                "validation_balanced_accuracy": s.get("validation_balanced_accuracy"),
+                "tuned_mean": tuned.get("test_balanced_accuracy_mean"), "tuned_std": tuned.get("test_balanced_accuracy_std"),
+                "default_mean": default.get("test_balanced_accuracy_mean"), "default_std": default.get("test_balanced_accuracy_std"),
+                "gain": s.get("gain_test_balanced_accuracy"),
+                "trials": ", ".join(f"{v} {k}" for k, v in (s.get("n_trials") or {}).items()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _fmt_value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+
+@dataclass
+class DatasetReport:
+    dataset: str
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    tuning: pd.DataFrame
+    separability: pd.DataFrame
+    projections: list[tuple[str, str, str]]  # (method, figure path relative to reports/ or "", status/reason)
+    figures: list[str]
+    methods: list[str] = field(default_factory=list)
+    synthetic: list[str] = field(default_factory=list)  # report.synthetic present in the results
+    rebalancing: list[str] = field(default_factory=list)  # report.rebalancing present in the results
+    missing: list[str] = field(default_factory=list)  # of those two lists, not in the results
+    svr_pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # synthetic_vs_rebalancing
+    svr_best: pd.DataFrame = field(default_factory=pd.DataFrame)
+    variants: pd.DataFrame = field(default_factory=pd.DataFrame)  # variant_comparisons
+    variants_missing: list[tuple[str, str]] = field(default_factory=list)
+    early_stops: pd.DataFrame = field(default_factory=pd.DataFrame)
+    readings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    primary_reading: str | None = None
+    headline: list[dict[str, Any]] = field(default_factory=list)
+    select_by: str = "validation"  # what picked the best of a group (report.select_by, or test where folds.csv lacks the column)
+
