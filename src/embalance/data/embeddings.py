@@ -10,11 +10,12 @@ import numpy as np
 from embalance import tracking
 from embalance.errors import ConfigError
 from embalance.experiment.protocol import Embeddings
+from embalance.io import default_dir
 
 
 def load_embeddings(dataset: str, embeddings_dir: Path | None = None, prepared_dir: Path | None = None, *, with_test: bool = True) -> Embeddings:
-    emb_dir = embeddings_dir or Path("data/embeddings") / dataset
-    prep_dir = prepared_dir or Path("data/prepared") / dataset
+    emb_dir = embeddings_dir or default_dir("embeddings", dataset)
+    prep_dir = prepared_dir or default_dir("prepared", dataset)
     if not (emb_dir / "train.npy").is_file():
         raise ConfigError(f"No embeddings in {str(emb_dir)!r}; run `embalance embed --dataset {dataset}` (or `dvc repro`) first.")
     meta = json.loads((prep_dir / "meta.json").read_text()) if (prep_dir / "meta.json").is_file() else {}

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from embalance.errors import ConfigError
-from embalance.io import ensure_writable_dir, write_json
+from embalance.io import default_dir, ensure_writable_dir, write_json
 
 SPLITS = ("train", "test")
 
@@ -177,7 +177,7 @@ def run(params: Mapping[str, Any], dataset: str, out_dir: Path | None = None) ->
         max_test_per_class=data.get("max_test_per_class"),
         seed=params["seed"],
     )
-    out = out_dir or Path("data/prepared") / dataset
+    out = out_dir or default_dir("prepared", dataset)
     write_prepared(prep, out)
     counts = ", ".join(f"{k}: {v}" for k, v in prep.meta["train_counts"].items())
     print(f"prepare {dataset}: {len(prep.train)} train rows ({counts}), {len(prep.test)} balanced test rows -> {out}")

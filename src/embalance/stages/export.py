@@ -45,7 +45,7 @@ from embalance.experiment.model import MLP
 from embalance.experiment.recipe import apply_refit, draw_pool, fold_job
 from embalance.experiment.resample import ResampleInfo
 from embalance.experiment.train import TrainConfig, fit_mlp, predict_proba
-from embalance.io import ensure_writable_dir, file_md5, write_json
+from embalance.io import default_dir, ensure_writable_dir, file_md5, write_json
 from embalance.params import apply_overrides, validate
 from embalance.runtime import seed_everything
 from embalance.serving import predict as runtime
@@ -512,9 +512,9 @@ def run(
     from embalance.data.embeddings import load_embeddings
 
     settings = ExportSettings.from_params(params)
-    out_dir = ensure_writable_dir(out_dir or Path("models") / dataset)
-    prepared_dir = prepared_dir or Path("data/prepared") / dataset
-    results_dir = results_dir or Path("results") / dataset
+    out_dir = ensure_writable_dir(out_dir or default_dir("models", dataset))
+    prepared_dir = prepared_dir or default_dir("prepared", dataset)
+    results_dir = results_dir or default_dir("results", dataset)
     effective, choice = choose(params, dataset, results_dir / "best.json")
     emb = load_embeddings(dataset, embeddings_dir, prepared_dir)
     texts = pd.read_parquet(prepared_dir / "test.parquet")["text"].tolist()

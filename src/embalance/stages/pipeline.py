@@ -8,7 +8,6 @@ on both paths).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -39,4 +38,4 @@ def run(params: Mapping[str, Any]) -> None:
             check_sizes(prep.train["label"].to_numpy(), params["imbalance"]["minority_classes"], params["imbalance"]["sizes"])
         for d in datasets:
             embed.run(params, d, force=False)
-            sweep.run(params, d, out_dir=Path("results") / d)
+            sweep.run(params, d)

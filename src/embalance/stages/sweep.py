@@ -35,7 +35,7 @@ from embalance.experiment.cells import FoldOutcome, run_cells, summarise
 from embalance.experiment.methods import parse_method
 from embalance.experiment.metrics import TEST_METRICS
 from embalance.experiment.protocol import Embeddings, check_sizes
-from embalance.io import ensure_writable_dir, write_json
+from embalance.io import default_dir, ensure_writable_dir, write_json
 from embalance.runtime import seed_everything
 
 
@@ -265,15 +265,23 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
-def run(params: Mapping[str, Any], dataset: str, *, out_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
+def run(
+    params: Mapping[str, Any],
+    dataset: str,
+    *,
+    out_dir: Path | None = None,
+    embeddings_dir: Path | None = None,
+    prepared_dir: Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Load embeddings, sweep all cells under one `sweep <dataset>` MLflow run, write the results files.
 
     An interrupted sweep resumes: cells that finished are read back from the checkpoint (not recomputed), and
     the remaining cells are logged under the same MLflow sweep run.
     """
-    out_dir = out_dir or Path("results") / dataset
+    out_dir = out_dir or default_dir("results", dataset)
     ensure_writable_dir(out_dir)  # fail before the work, not after
-    emb = load_embeddings(dataset)
+    emb = load_embeddings(dataset, embeddings_dir, prepared_dir)
     check_sizes(emb.y_train, params["imbalance"]["minority_classes"], params["imbalance"]["sizes"])
     seed_everything(params["seed"])
     experiment_id = tracking.setup(params)

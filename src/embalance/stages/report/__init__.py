@@ -72,6 +72,7 @@ import numpy as np
 import pandas as pd
 
 from embalance.errors import ConfigError
+from embalance.io import default_dir
 from embalance.runtime import derive_seed
 
 from .figures import (
@@ -141,6 +142,8 @@ from .text import (
     training_length_file_text,
     variant_lines,
 )
+
+EMBEDDINGS_ROOT = default_dir("embeddings")  # <dataset> folders below
 
 # The names `report.<name>` offered before it became a package (tests and other modules use them).
 __all__ = [
@@ -384,7 +387,7 @@ def run(
     *,
     results_dir: Path | None = None,
     out_dir: Path | None = None,
-    embeddings_dir: Path | None = Path("data/embeddings"),
+    embeddings_dir: Path | None = EMBEDDINGS_ROOT,  # None: no projections or separability
     progress: bool = True,
 ) -> Path:
     """Write reports/ for ``datasets`` and log it to an MLflow run named ``report``; returns the reports folder."""
@@ -392,8 +395,8 @@ def run(
     from embalance.io import ensure_writable_dir
 
     rep = check_params(params)
-    results_dir = results_dir or Path("results")
-    out_dir = out_dir or Path("reports")
+    results_dir = results_dir or default_dir("results")  # the root: <dataset> folders below
+    out_dir = out_dir or default_dir("reports")
     for d in datasets:  # every input checked before any work
         load_results(results_dir, d)
         if embeddings_dir is not None and (rep["projection"]["methods"] or rep["separability"]["methods"]):

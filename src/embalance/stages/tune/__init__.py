@@ -42,7 +42,7 @@ from embalance.experiment.cells import fold_outcome, run_cell, summarise
 from embalance.experiment.protocol import Embeddings
 from embalance.experiment.recipe import FoldOutcome, apply_refit, cell_folds
 from embalance.experiment.train import TrainConfig, fit_mlp
-from embalance.io import ensure_writable_dir, write_json
+from embalance.io import default_dir, ensure_writable_dir, write_json
 from embalance.params import set_values, validate
 from embalance.runtime import derive_seed
 from embalance.stages.tune.space import StudySpec, make_pruner, make_sampler, study_specs, trial_config
@@ -212,24 +212,26 @@ def _run_trial(
         print(f"  trial {trial.number}: {trial.params.get('method')} -> {shown} ({time.perf_counter() - t0:.1f} s, {worker})", flush=True)
 
 
-def _worker_process(params: dict[str, Any], spec: StudySpec, parent_run_id: str, experiment_id: str) -> None:
+def _worker_process(params: dict[str, Any], spec: StudySpec, parent_run_id: str, experiment_id: str, data_dirs: tuple[Path, Path] | None) -> None:
     """One of ``--n-jobs`` worker processes (spawned)."""
     tracking.setup(params)
-    emb = load_embeddings(spec.dataset, with_test=False)
+    emb = load_embeddings(spec.dataset, *(data_dirs or ()), with_test=False)
     try:
         run_worker(params, spec, emb=emb, parent_run_id=parent_run_id, experiment_id=experiment_id, progress=True)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trial is closed as failed; leave without a traceback
         sys.exit(130)
 
 
-def run_worker_processes(params: Mapping[str, Any], spec: StudySpec, *, parent_run_id: str, experiment_id: str, n_jobs: int) -> None:
+def run_worker_processes(
+    params: Mapping[str, Any], spec: StudySpec, *, parent_run_id: str, experiment_id: str, n_jobs: int, data_dirs: tuple[Path, Path] | None = None
+) -> None:
     """``n_jobs`` worker processes on this machine, each a ``run_worker`` on the shared study.
 
     A worker that is killed (SIGKILL, out of memory) does not stop the others: its trial is failed by heartbeat and
     run again by a worker that is still there. A worker that crashes with an exception (a bug) is an error here.
     """
     ctx = mp.get_context("spawn")  # fork after torch has run can hang
-    procs = [ctx.Process(target=_worker_process, args=(dict(params), spec, parent_run_id, experiment_id), name=f"embalance-tune-{i}") for i in range(n_jobs)]
+    procs = [ctx.Process(target=_worker_process, args=(dict(params), spec, parent_run_id, experiment_id, data_dirs), name=f"embalance-tune-{i}") for i in range(n_jobs)]
     for proc in procs:
         proc.start()
     try:
@@ -271,12 +273,20 @@ def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: st
     return run_id
 
 
-def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, worker_only: bool = False, out_dir: Path | None = None) -> dict[str, Any] | None:
+def run_study(
+    params: Mapping[str, Any],
+    spec: StudySpec,
+    *,
+    n_jobs: int = 1,
+    worker_only: bool = False,
+    out_dir: Path | None = None,
+    data_dirs: tuple[Path, Path] | None = None,
+) -> dict[str, Any] | None:
     """Create or resume one study, run the missing trials (``n_jobs`` processes), then evaluate the best once."""
     tune = params["tune"]
     storage = open_storage(spec.storage, heartbeat_interval=tune.get("heartbeat_interval"), grace_period=tune.get("grace_period"))
     experiment_id = tracking.setup(params)
-    emb = load_embeddings(spec.dataset, with_test=False)
+    emb = load_embeddings(spec.dataset, *(data_dirs or ()), with_test=False)
     writer = tracking.RunWriter(experiment_id, {**tracking.git_info(), **emb.tags, "embalance.dataset": spec.dataset, "embalance.study": spec.name})
     with storage_lock(spec.storage, spec.name):
         study = optuna.create_study(
@@ -295,7 +305,7 @@ def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, wo
           f"{done} of {spec.n_trials} trials finished; running the rest with {n_jobs} worker(s)", flush=True)  # fmt: skip
     try:
         if n_jobs > 1:
-            run_worker_processes(params, spec, parent_run_id=parent, experiment_id=experiment_id, n_jobs=n_jobs)
+            run_worker_processes(params, spec, parent_run_id=parent, experiment_id=experiment_id, n_jobs=n_jobs, data_dirs=data_dirs)
         else:
             run_worker(params, spec, emb=emb, parent_run_id=parent, experiment_id=experiment_id)
     except KeyboardInterrupt:
@@ -305,7 +315,7 @@ def run_study(params: Mapping[str, Any], spec: StudySpec, *, n_jobs: int = 1, wo
     if worker_only:
         return None
     _wait_for_running(params, spec, writer, parent)
-    return finish_study(params, spec, study, writer, parent, out_dir or Path("results") / spec.dataset)
+    return finish_study(params, spec, study, writer, parent, out_dir or default_dir("results", spec.dataset), data_dirs)
 
 
 def _wait_for_running(params: Mapping[str, Any], spec: StudySpec, writer: tracking.RunWriter, parent_run_id: str, poll_s: float = 2.0) -> None:
@@ -322,7 +332,15 @@ def _wait_for_running(params: Mapping[str, Any], spec: StudySpec, writer: tracki
             time.sleep(poll_s)
 
 
-def finish_study(params: Mapping[str, Any], spec: StudySpec, study: optuna.Study, writer: tracking.RunWriter, parent: str, out_dir: Path) -> dict[str, Any]:
+def finish_study(
+    params: Mapping[str, Any],
+    spec: StudySpec,
+    study: optuna.Study,
+    writer: tracking.RunWriter,
+    parent: str,
+    out_dir: Path,
+    data_dirs: tuple[Path, Path] | None = None,
+) -> dict[str, Any]:
     """Evaluate the best and the untuned default of its method on the test set; log plots; write results."""
     ensure_writable_dir(out_dir)
     trials = study.get_trials(deepcopy=False)
@@ -332,7 +350,7 @@ def finish_study(params: Mapping[str, Any], spec: StudySpec, study: optuna.Study
         raise ConfigError(f"Study {spec.name!r} has no completed trial (all pruned or failed); nothing to evaluate. See its trials in MLflow.")
     best = study.best_trial
     config = dict(best.params)
-    emb = load_embeddings(spec.dataset)  # the test set, for the final evaluation only
+    emb = load_embeddings(spec.dataset, *(data_dirs or ()))  # the test set, for the final evaluation only
     tuned = summarise(run_cell(emb, method=config["method"], size=spec.size, params=with_overrides(params, config), dataset=spec.dataset))
     default = summarise(run_cell(emb, method=config["method"], size=spec.size, params=params, dataset=spec.dataset))
     metric = "test_balanced_accuracy_mean"
@@ -426,10 +444,20 @@ def _plots(study: optuna.Study, prefix: Path) -> list[Path]:
     return out
 
 
-def run(params: Mapping[str, Any], dataset: str, *, sizes: Sequence[int] | None = None, n_jobs: int = 1, worker_only: bool = False) -> list[dict[str, Any]]:
+def run(
+    params: Mapping[str, Any],
+    dataset: str,
+    *,
+    sizes: Sequence[int] | None = None,
+    n_jobs: int = 1,
+    worker_only: bool = False,
+    out_dir: Path | None = None,
+    embeddings_dir: Path | None = None,
+    prepared_dir: Path | None = None,
+) -> list[dict[str, Any]]:
     specs = study_specs(params, dataset, sizes)  # every check before any trial
-    out_dir = Path("results") / dataset
-    ensure_writable_dir(out_dir)
+    out_dir = ensure_writable_dir(out_dir or default_dir("results", dataset))
+    data_dirs = (embeddings_dir or default_dir("embeddings", dataset), prepared_dir or default_dir("prepared", dataset))
     for spec in specs:  # the storage opens: a bad URL fails before any trial
         open_storage(spec.storage, heartbeat_interval=None, grace_period=None)
     results = []
@@ -438,7 +466,7 @@ def run(params: Mapping[str, Any], dataset: str, *, sizes: Sequence[int] | None 
     outer = tracking.parent_run("tune", tags={"embalance.run_type": "tune"}) if os.environ.get("MLFLOW_RUN_ID") else contextlib.nullcontext()
     with outer:
         for spec in specs:
-            result = run_study(params, spec, n_jobs=n_jobs, worker_only=worker_only, out_dir=out_dir)
+            result = run_study(params, spec, n_jobs=n_jobs, worker_only=worker_only, out_dir=out_dir, data_dirs=data_dirs)
             if result is not None:
                 results.append(result)
     if results:
