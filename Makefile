@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test test-all lint ui
+.PHONY: install run test test-fast lint ui
 
 install: $(VENV)/.installed
 
@@ -20,11 +20,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install            ## prepare -> embed -> sweep for the datasets in params.yaml (DVC skips what is up to date)
 	dvc repro
 
-test: install           ## the fast suite (no network: the encoder comes from a package)
+test: install           ## the whole suite, as CI runs it (no network: the encoder comes from a package)
 	HF_HUB_OFFLINE=1 python -m pytest -n 2
 
-test-all: install       ## also the slow end-to-end tests on real data
-	HF_HUB_OFFLINE=1 python -m pytest -m ""
+test-fast: install      ## the quick loop: skips the end-to-end tests marked `slow` (PostgreSQL, Chromium, dvc repro, serving)
+	HF_HUB_OFFLINE=1 python -m pytest -n 2 -m "not slow"
 
 lint: install
 	ruff check src tests benchmarks

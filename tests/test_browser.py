@@ -23,6 +23,8 @@ from embalance.cli import main as cli_main
 
 from .webdriver import browser, free_port, wait_for_http
 
+pytestmark = pytest.mark.slow  # end to end on real services (STYLE.md 9): `make test` runs it, `make test-fast` skips it
+
 # The expand/collapse button in the "Run Name" cell of a parent run (MLflow 3's runs table).
 EXPANDER_OF = """
 const name = arguments[0];

@@ -227,6 +227,7 @@ def test_export_twice_gives_identical_files(tmp_path_factory: pytest.TempPathFac
 # ------------------------------------------------------------------------------------------------ MLflow
 
 
+@pytest.mark.slow
 def test_run_writes_models_logs_registers_and_moves_alias(
     tmp_path_factory: pytest.TempPathFactory, base_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -110,6 +110,7 @@ def _dvc(cwd: Path, *args: str) -> str:
     return out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_dvc_repro_runs_only_what_changed(tiny_params: dict, tmp_path: Path) -> None:
     proj = tmp_path / "proj"
     shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -132,6 +133,7 @@ def test_dvc_repro_runs_only_what_changed(tiny_params: dict, tmp_path: Path) -> 
     assert "none.n32.test_balanced_accuracy" in shown
 
 
+@pytest.mark.slow
 def test_mlflow_run_nests_the_pipeline_under_the_project_run(tiny_params: dict, tmp_path: Path) -> None:
     """`mlflow run` on the real MLproject: project run -> sweep -> cells -> folds, one experiment, all FINISHED."""
     proj = tmp_path / "proj"
@@ -157,6 +159,7 @@ def test_mlflow_run_nests_the_pipeline_under_the_project_run(tiny_params: dict, 
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_redoing_finished_cells(tiny_data: Path, tiny_params: dict, tmp_path: Path) -> None:
     """SIGTERM mid-sweep, then the same command: finished cells are kept (same MLflow runs), the rest run once."""
     proj = tmp_path / "proj"

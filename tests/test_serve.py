@@ -128,6 +128,7 @@ def serving(model_uri: str, tracking_uri: str, cwd: Path, timeout: float = 120.0
             proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_served_model_answers_good_and_bad_requests(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
     import requests

@@ -36,6 +36,8 @@ from embalance.cli import main as cli_main
 from .conftest import ROOT
 from .test_serve import GOOD, _free_port, serving
 
+pytestmark = pytest.mark.slow  # end to end on real services (STYLE.md 9): `make test` runs it, `make test-fast` skips it
+
 BIN = Path(sys.executable).parent  # the venv's scripts: embalance, dvc, mlflow, uvicorn
 HEARTBEAT, GRACE = 1, 4  # seconds: short, so that a dead worker's trial is failed quickly
 

@@ -111,6 +111,7 @@ def _cli(root: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_study_then_resume(project: tuple[Path, dict]) -> None:
     root, p = project
     p["tune"]["n_trials"] = 6
@@ -155,6 +156,7 @@ def test_sigterm_mid_study_then_resume(project: tuple[Path, dict]) -> None:
     assert len(studies) == 1  # the resumed study kept its one MLflow run
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_one_study(project: tuple[Path, dict]) -> None:
     root, p = project
     p["tune"]["n_trials"] = 6
@@ -244,6 +246,7 @@ def test_grid_checks_table(project: tuple[Path, dict]) -> None:
     assert "| smote | 7 |" in table and "| random |  |" in table
 
 
+@pytest.mark.slow
 def test_two_workers_on_postgresql(project: tuple[Path, dict], postgres_server) -> None:
     """The same, against a real PostgreSQL storage (the advisory lock path)."""
     root, p = project
