@@ -430,11 +430,13 @@ def pip_requirements() -> list[str]:
 
 
 def _runtime_code(tmp: Path) -> Path:
-    """A copy of the runtime module as the package ``embalance`` with nothing else in it (shipped as code_paths)."""
+    """A copy of the runtime module as the package ``embalance`` with nothing else in it (shipped as code_paths):
+    ``embalance/serving/predict.py``, under the same module name as here, so the pickled model loads."""
     pkg = tmp / "embalance"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text('"""The serving runtime of embalance (embalance.predict only)."""\n')
-    shutil.copyfile(runtime.__file__, pkg / "predict.py")
+    (pkg / "serving").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""The serving runtime of embalance (embalance.serving.predict only)."""\n')
+    (pkg / "serving" / "__init__.py").write_text("")
+    shutil.copyfile(runtime.__file__, pkg / "serving" / "predict.py")
     return pkg
 
 
