@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from embalance import runtime as host
 from embalance.serving import predict as runtime
 from embalance.stages import export
 from tests.test_export import build_model_dir
@@ -55,6 +56,20 @@ def test_good_input_shapes() -> None:
     assert runtime.texts_from_input(pd.DataFrame({"text": ["a"], "id": [1]})) == ["a"]
     assert runtime.texts_from_input(np.array(["a", "b"])) == ["a", "b"]
     assert runtime.texts_from_input({"text": ["a"]}) == ["a"]
+
+
+def test_length_batches_longest_first_ties_in_input_order() -> None:
+    lengths = [3, 7, 3, 1, 7, 5, 3]
+    batches = [b.tolist() for b in runtime.length_batches(lengths, 3)]
+    assert batches == [[1, 4, 5], [0, 2, 6], [3]]
+    assert [b.tolist() for b in runtime.length_batches([], 4)] == []
+    ids, mask = runtime.pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]] and ids.dtype == mask.dtype == np.int64
+
+
+def test_runtime_counts_cpus_as_the_package_does() -> None:
+    """The shipped runtime keeps its own os-only count (embalance.runtime is not in the MLflow model): same answer."""
+    assert runtime.available_cpus() == host.available_cpus()
 
 
 def test_long_text_is_truncated_and_answered(model_dir: Path) -> None:

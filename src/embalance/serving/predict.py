@@ -87,11 +87,60 @@ def texts_from_input(model_input: Any) -> list[str]:
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (ORT's own default counts physical cores, which halves throughput on SMT hosts)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """CPUs this process may run on (ORT's own default counts physical cores, which halves throughput on SMT hosts).
+
+    The same count as :func:`embalance.runtime.available_cpus`, written again on purpose: this file is shipped
+    alone inside the MLflow model (``code_paths``, see ``stages/export.py``), where ``embalance.runtime`` does not
+    exist. tests/test_serve.py checks that the two agree.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def length_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Row indices of each batch when texts are batched by length: longest first (ties in input order).
+
+    Rows of similar length share a batch, so padding each batch to its longest row wastes little, and the first
+    batch shows the peak memory. The one copy of this order: the embed stage, the export's checks and this
+    runtime all batch with it (this file imports neither torch nor the rest of embalance).
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, but got {batch_size}.")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` padded with ``pad_id`` to the batch's longest row and the ``attention_mask``: int64, (B, T)."""
+    width = max(map(len, rows))
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return input_ids, mask
+
+
+def encode_ids(session: Any, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = 64) -> np.ndarray:
+    """Sentence embeddings (len(ids), dim), float32, from an encoder graph's ONNX Runtime session, in input order.
+
+    The graph pools and normalises itself (``sentence_embedding`` is mean-pooled and L2-normalised inside
+    encoder.onnx, by ``embalance.data.encoder.PooledEncoder``), so there is no pooling here.
+    """
+    with_token_types = "token_type_ids" in {i.name for i in session.get_inputs()}
+    out: np.ndarray | None = None
+    for rows in length_batches([len(x) for x in ids], batch_size):
+        input_ids, mask = pad_batch([ids[r] for r in rows], pad_id)
+        feed = {"input_ids": input_ids, "attention_mask": mask}
+        if with_token_types:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        emb = session.run(["sentence_embedding"], feed)[0]
+        if out is None:
+            out = np.empty((len(ids), emb.shape[1]), dtype=np.float32)
+        out[rows] = emb
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
 class OnnxTextClassifier:
@@ -122,39 +171,13 @@ class OnnxTextClassifier:
         providers = ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(str(folder / ENCODER_FILE), so, providers=providers)
         self.classifier = ort.InferenceSession(str(folder / CLASSIFIER_FILE), so, providers=providers)
-        self._encoder_inputs = [i.name for i in self.encoder.get_inputs()]
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
-    def _batches(self, ids: list[list[int]], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """Rows (sorted by length, so that padding is minimal) and the padded encoder feed for each batch."""
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")
-        for start in range(0, len(ids), batch_size):
-            rows = order[start : start + batch_size]
-            width = int(lengths[rows].max())
-            input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for i, r in enumerate(rows):
-                n = int(lengths[r])
-                input_ids[i, :n] = ids[r]
-                mask[i, :n] = 1
-            feed = {"input_ids": input_ids, "attention_mask": mask}
-            if "token_type_ids" in self._encoder_inputs:
-                feed["token_type_ids"] = np.zeros_like(input_ids)
-            yield rows, feed
-
     def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Sentence embeddings (len(texts), dim), float32, unit norm, in the order of ``texts``."""
-        ids = self.tokenize(texts)
-        out: np.ndarray | None = None
-        for rows, feed in self._batches(ids, batch_size):
-            emb = self.encoder.run(["sentence_embedding"], feed)[0]
-            if out is None:
-                out = np.empty((len(ids), emb.shape[1]), dtype=np.float32)
-            out[rows] = emb
-        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+        return encode_ids(self.encoder, self.tokenize(texts), self.pad_id, batch_size=batch_size)
 
     def classify(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         label, proba = self.classifier.run(["label", "probabilities"], {"sentence_embedding": np.ascontiguousarray(embeddings, dtype=np.float32)})

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from embalance.errors import ConfigError, EmbalanceError, InfeasibleResampling
@@ -47,7 +46,7 @@ from embalance.experiment.resample import ResampleInfo
 from embalance.experiment.train import TrainConfig, fit_mlp, predict_proba
 from embalance.io import ensure_writable_dir, file_md5, write_json
 from embalance.params import apply_overrides, validate
-from embalance.runtime import seed_everything
+from embalance.runtime import available_cpus, seed_everything
 from embalance.serving import predict as runtime
 
 ENCODER_GRAPHS = ("auto", "fused", "plain")
@@ -209,20 +208,6 @@ class _Classifier(nn.Module):
         return proba.argmax(dim=1), proba  # (B,) int64, (B, C)
 
 
-class _PooledEncoder(nn.Module):
-    """The transformer + attention-masked mean pooling + L2 normalisation (as embed.SentenceEncoder)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
-        return F.normalize(pooled, p=2, dim=1)
-
-
 def _torch_export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]]) -> None:
     import warnings
 
@@ -246,7 +231,7 @@ def _session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or runtime.available_cpus()
+    so.intra_op_num_threads = threads or available_cpus()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
@@ -321,6 +306,7 @@ def export_encoder(
     from transformers import AutoModel
 
     from embalance.data.embed import SentenceEncoder, resolve_model
+    from embalance.data.encoder import PooledEncoder
 
     if graph not in ENCODER_GRAPHS:
         raise ConfigError(f"`graph` must be one of {', '.join(ENCODER_GRAPHS)}, but got {graph!r}.")
@@ -337,14 +323,11 @@ def export_encoder(
     model = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     examples = ["A gorgeous, witty, seductive movie.", "bad"]  # a batch of 2 of different lengths: padding is traced
     enc = Tokenizer.from_file(str(out_dir / runtime.TOKENIZER_FILE))
-    ids = [e.ids for e in enc.encode_batch(examples)]
-    width = max(map(len, ids))
-    input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
-    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], dtype=torch.long)
+    input_ids, mask = (torch.from_numpy(a) for a in runtime.pad_batch([e.ids for e in enc.encode_batch(examples)], pad_id))
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "sentence_embedding": {0: "batch"}}
     with tempfile.TemporaryDirectory(prefix="embalance-export-") as tmp:
         plain, fused = Path(tmp) / "plain.onnx", Path(tmp) / "fused.onnx"
-        _torch_export(_PooledEncoder(model), (input_ids, mask), plain, ["input_ids", "attention_mask"], ["sentence_embedding"], axes)
+        _torch_export(PooledEncoder(model), (input_ids, mask), plain, ["input_ids", "attention_mask"], ["sentence_embedding"], axes)
         del model
         _check(plain)
         optimized = optimize_model(str(plain), model_type="bert", num_heads=int(cfg.num_attention_heads), hidden_size=int(cfg.hidden_size), opt_level=0)
@@ -392,27 +375,13 @@ def export_encoder(
 
 
 def _feed(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
-    width = max(map(len, rows))
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    input_ids, mask = runtime.pad_batch(rows, pad_id)
+    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def _runtime_embeddings(folder: Path, tokenized: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
     """Embeddings from encoder.onnx in ``folder``, batched by length as the deployed runtime batches them."""
-    s = _session(folder / runtime.ENCODER_FILE, 0)
-    order = np.argsort([-len(x) for x in tokenized], kind="stable")
-    out = np.empty((len(tokenized), 0), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        emb = s.run(["sentence_embedding"], _feed([tokenized[i] for i in rows], pad_id))[0]
-        if out.shape[1] == 0:
-            out = np.empty((len(tokenized), emb.shape[1]), dtype=np.float32)
-        out[rows] = emb
-    return out
+    return runtime.encode_ids(_session(folder / runtime.ENCODER_FILE, 0), tokenized, pad_id, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------------------------------- MLflow
