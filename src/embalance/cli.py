@@ -58,13 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
     _common(p)
     p = sub.add_parser("predict", help="label texts with an exported folder or a registered model")
-    p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or models:/embalance-sst2@champion")
-    p.add_argument("--input", default="-", help="CSV with a `text` column, or one text per line; - = stdin")
-    p.add_argument("--output", default="-", help="CSV to write; - = stdout")
-    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"))
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = one per CPU)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")
+    p.add_argument("--input", default="-", help="CSV with a `text` column, or a file of one text per line; - = stdin (default)")
+    p.add_argument("--output", default="-", help="CSV to write; - = stdout (default)")
+    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (auto: csv for *.csv[.gz], else lines)")
+    p.add_argument("--batch-size", type=int, default=256, help="texts per prediction call (default 256)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _common(p)
     p = sub.add_parser("pipeline", help="prepare -> embed -> sweep for each dataset under one MLflow run")
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
@@ -149,18 +152,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         report.run(params, [d.strip() for d in args.datasets.split(",") if d.strip()] or params["data"]["datasets"])
     elif args.command == "predict":
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        from embalance import tracking
-        from embalance.serving import predict
-
-        mlflow.set_tracking_uri(tracking.tracking_uri(params))
-        try:
-            predict.run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
-        except (MlflowException, FileNotFoundError, ValueError) as e:
-            print(f"embalance predict: error: {e}", file=sys.stderr)
-            return 2
+        return _predict(args, params)
     elif args.command == "cell":
         from embalance.stages import sweep
 
@@ -170,6 +162,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         from embalance.stages import pipeline
 
         pipeline.run(params)
+    return 0
+
+
+def _predict(args: argparse.Namespace, params: dict) -> int:
+    """`embalance predict`: the one command line of the serving runtime (embalance.serving.predict.run)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from embalance import tracking
+    from embalance.serving import predict
+
+    mlflow.set_tracking_uri(args.tracking_uri or tracking.tracking_uri(params))
+    try:
+        predict.run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
+    except (MlflowException, FileNotFoundError, ValueError, TypeError) as e:  # TypeError: an MLflow model not logged by `embalance export`
+        print(f"embalance predict: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -16,7 +16,6 @@ the rest of embalance or PyTorch. It reads a model folder written by ``embalance
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -283,31 +282,3 @@ def run(model: str, source: str = "-", output: str = "-", *, fmt: str = "auto", 
     result = predict_texts(classifier, texts, batch_size=batch_size, progress=progress)
     result.to_csv(sys.stdout if output == "-" else output, index=False, float_format="%.6g")
     return result
-
-
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")
-    ap.add_argument("--input", default="-", help="CSV with a `text` column, or a file of one text per line; - = stdin (default)")
-    ap.add_argument("--output", default="-", help="CSV to write; - = stdout (default)")
-    ap.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (auto: csv for *.csv[.gz], else lines)")
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
-    ap.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    ap.add_argument("--no-progress", action="store_true")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="embalance predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    mlflow.set_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
-    try:
-        run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
-    except (MlflowException, FileNotFoundError, ValueError, TypeError) as e:
-        print(f"embalance predict: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
