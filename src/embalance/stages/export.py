@@ -67,6 +67,10 @@ class ExportError(EmbalanceError):
 # ------------------------------------------------------------------------------------------------ configuration
 
 
+def _is_minority_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
+
+
 @dataclass(frozen=True)
 class ExportSettings:
     method: str = "smote"
@@ -90,7 +94,7 @@ class ExportSettings:
             parse_method(s.method)
         except ConfigError as e:
             raise ConfigError(f"`export.method` must be one of {', '.join(BASE_METHODS)} (with +mixup, +refit), but got {s.method!r}: {e}") from e
-        if not (isinstance(s.minority_size, int) and not isinstance(s.minority_size, bool) and s.minority_size >= 2):
+        if not _is_minority_size(s.minority_size):
             raise ConfigError(f"`export.minority_size` must be an integer >= 2, but got {s.minority_size!r}.")
         if not isinstance(s.use_best, bool):
             raise ConfigError(f"`export.use_best` must be true or false, but got {s.use_best!r}.")
@@ -135,7 +139,7 @@ def choose(params: Mapping[str, Any], dataset: str, best_path: Path | None) -> t
         parse_method(choice.method)
     except ConfigError as e:
         raise ConfigError(f"The method to export ({choice.source}): {e}") from e
-    if not (isinstance(choice.minority_size, int) and not isinstance(choice.minority_size, bool) and choice.minority_size >= 2):
+    if not _is_minority_size(choice.minority_size):
         raise ConfigError(f"The minority size to export must be an integer >= 2, but got {choice.minority_size!r} ({choice.source}).")
     effective = apply_overrides(params, [f"{k}={json.dumps(v)}" for k, v in sorted(choice.overrides.items())])
     validate(effective)
@@ -351,27 +355,31 @@ def export_encoder(
                 g = report["graphs"][name]
                 g["single_p50_ms"] = min(g.get("single_p50_ms", np.inf), t["single_p50_ms"])
                 g["batch_texts_per_s"] = max(g.get("batch_texts_per_s", 0.0), t["batch_texts_per_s"])
-        ok = {n: g["min_cosine"] >= MIN_COSINE for n, g in report["graphs"].items()}
-        if not any(ok.values()):
-            raise ExportError(f"Neither encoder graph matches PyTorch: min cosine {report['graphs']['plain']['min_cosine']:.6f} (plain), {report['graphs']['fused']['min_cosine']:.6f} (fused); required {MIN_COSINE}.")
-        if graph != "auto":
-            if not ok[graph]:
-                raise ExportError(f"The {graph} encoder graph does not match PyTorch: min cosine {report['graphs'][graph]['min_cosine']:.6f} < {MIN_COSINE}.")
-            chosen, why = graph, f"export.encoder_graph={graph}"
-        elif not ok["fused"]:
-            chosen, why = "plain", "the fused graph is outside tolerance"
-        elif not ok["plain"]:
-            chosen, why = "fused", "the plain graph is outside tolerance"
-        else:
-            pf, pp = report["graphs"]["fused"]["single_p50_ms"], report["graphs"]["plain"]["single_p50_ms"]
-            chosen = "plain" if pp * PLAIN_MARGIN < pf else "fused"
-            why = f"single-text p50 {pf:.2f} ms fused vs {pp:.2f} ms plain (fused kept unless plain is >{PLAIN_MARGIN - 1:.0%} faster)"
+        chosen, why = _choose_graph(report["graphs"], graph)
         shutil.copyfile(fused if chosen == "fused" else plain, out_dir / runtime.ENCODER_FILE)
     report.update(
         chosen=chosen, reason=why, rows_checked=len(check_texts), max_length=max_length, pad_id=pad_id, dim=int(cfg.hidden_size), opset=OPSET,
         session_graph_optimization_level="ORT_ENABLE_ALL",
     )  # fmt: skip
     return report
+
+
+def _choose_graph(graphs: dict[str, dict[str, Any]], graph: str) -> tuple[str, str]:
+    """The encoder graph to ship (plain or fused) and why, from the parity and timings of both."""
+    ok = {n: g["min_cosine"] >= MIN_COSINE for n, g in graphs.items()}
+    if not any(ok.values()):
+        raise ExportError(f"Neither encoder graph matches PyTorch: min cosine {graphs['plain']['min_cosine']:.6f} (plain), {graphs['fused']['min_cosine']:.6f} (fused); required {MIN_COSINE}.")
+    if graph != "auto":
+        if not ok[graph]:
+            raise ExportError(f"The {graph} encoder graph does not match PyTorch: min cosine {graphs[graph]['min_cosine']:.6f} < {MIN_COSINE}.")
+        return graph, f"export.encoder_graph={graph}"
+    if not ok["fused"]:
+        return "plain", "the fused graph is outside tolerance"
+    if not ok["plain"]:
+        return "fused", "the plain graph is outside tolerance"
+    pf, pp = graphs["fused"]["single_p50_ms"], graphs["plain"]["single_p50_ms"]
+    chosen = "plain" if pp * PLAIN_MARGIN < pf else "fused"
+    return chosen, f"single-text p50 {pf:.2f} ms fused vs {pp:.2f} ms plain (fused kept unless plain is >{PLAIN_MARGIN - 1:.0%} faster)"
 
 
 def _feed(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
