@@ -407,12 +407,18 @@ def pip_requirements() -> list[str]:
 
 
 def _runtime_code(tmp: Path) -> Path:
-    """A copy of the runtime module as the package ``embalance`` with nothing else in it (shipped as code_paths)."""
-    pkg = tmp / "embalance"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text('"""The serving runtime of embalance (embalance.predict only)."""\n')
-    shutil.copyfile(runtime.__file__, pkg / "predict.py")
-    return pkg
+    """The runtime module alone, at its own import path inside a package ``embalance`` (shipped as code_paths).
+
+    The logged model is pickled by reference (``embalance.serving.predict.EmbalanceTextModel``), so the shipped file
+    must sit at that module's path; nothing else of embalance goes with it.
+    """
+    *packages, module = runtime.__name__.split(".")  # embalance, serving / predict
+    for level in range(1, len(packages) + 1):
+        folder = tmp.joinpath(*packages[:level])
+        folder.mkdir()
+        (folder / "__init__.py").write_text(f'"""The serving runtime of embalance ({runtime.__name__} only)."""\n')
+    shutil.copyfile(runtime.__file__, tmp.joinpath(*packages) / f"{module}.py")
+    return tmp / packages[0]
 
 
 def log_and_register(
