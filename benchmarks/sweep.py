@@ -137,8 +137,8 @@ def worker(engine: str, threads: int, grid: Grid, max_models: int | None) -> dic
     seeds = [1000 + i for i in range(len(folds))]
     t0 = time.perf_counter()
     if engine == "sequential":
-        torch.set_num_threads(threads)
-        results = [fit_mlp(*folds[i], n_classes=2, config=config, seed=seeds[i]) for i in range(len(folds))]
+        with cpu_threads(threads):
+            results = [fit_mlp(*folds[i], n_classes=2, config=config, seed=seeds[i]) for i in range(len(folds))]
     else:
         with cpu_threads(1):  # as the sweep runs it: one group per thread
             results = fit_mlp_batched(

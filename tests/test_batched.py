@@ -13,6 +13,7 @@ import embalance.experiment.train.batched as batched_module
 from embalance.errors import ConfigError
 from embalance.experiment.train import FitResult, FoldOptions, TrainConfig, fit_mlp
 from embalance.experiment.train.batched import fit_mlp_batched
+from embalance.experiment.train.buffers import HostBuffers
 from embalance.runtime import cpu_threads
 
 N_CLASSES = 3
@@ -315,7 +316,7 @@ def test_bad_options_are_refused(folds: list[Fold]) -> None:
 
 
 def test_host_buffers_are_reused_when_they_fit() -> None:
-    pool = batched_module._HostBuffers()
+    pool = HostBuffers()
     a = pool.take((100, 8))
     ptr = a.data_ptr()
     pool.give(a)
@@ -332,12 +333,14 @@ def test_host_buffers_are_reused_when_they_fit() -> None:
 
 
 def test_buffers_kept_between_calls_change_no_result(folds: list[Fold], sequential: list[FitResult]) -> None:
-    """Inside keep_host_buffers the second call trains on the first call's (dirty) buffers: same bits."""
-    with batched_module.keep_host_buffers() as pool:
-        first = fit_mlp_batched(folds[::-1], n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS[::-1])
-        assert pool._free  # given back, kept for the next call
-        second = fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS)
-    assert batched_module._host_buffers is None  # freed with the outermost block
+    """With one HostBuffers passed to both calls the second trains on the first call's (dirty) buffers: same bits."""
+    with HostBuffers() as pool:
+        first = fit_mlp_batched(folds[::-1], n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS[::-1], buffers=pool)
+        kept = {id(b) for b in pool._free}
+        assert kept  # given back, kept for the next call
+        second = fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, buffers=pool)
+        assert {id(b) for b in pool._free} == kept  # the second call trained on the first call's buffers
+    assert not pool._free and not pool._lent  # let go with the block
     for a, b in zip(second, first[::-1], strict=True):
         assert_same_fit(a, b, tol=0.0)
     for a, b in zip(second, sequential, strict=True):

@@ -284,4 +284,6 @@ def test_run_writes_models_logs_registers_and_moves_alias(
     local = Path(mlflow.artifacts.download_artifacts("models:/embalance-tiny@champion", dst_path=str(tmp_path / "dl")))
     requirements = (local / "requirements.txt").read_text()
     assert "onnxruntime==" in requirements and "tokenizers==" in requirements and "torch" not in requirements
-    assert (local / "code" / "embalance" / "predict.py").is_file()
+    # the runtime alone, at the import path the pickled model names (embalance.serving.predict)
+    shipped = sorted(str(f.relative_to(local / "code")) for f in (local / "code").rglob("*.py"))
+    assert shipped == ["embalance/__init__.py", "embalance/serving/__init__.py", "embalance/serving/predict.py"]

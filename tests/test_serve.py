@@ -19,8 +19,11 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from embalance import runtime as host
+from embalance.cli import main as cli_main
 from embalance.serving import predict as runtime
 from embalance.stages import export
+from tests.conftest import ROOT
 from tests.test_export import build_model_dir
 
 GOOD = {"dataframe_split": {"columns": ["text"], "data": [["a gorgeous, witty, seductive movie."], ["the acting is wooden and the plot is thin."]]}}
@@ -57,6 +60,20 @@ def test_good_input_shapes() -> None:
     assert runtime.texts_from_input({"text": ["a"]}) == ["a"]
 
 
+def test_length_batches_longest_first_ties_in_input_order() -> None:
+    lengths = [3, 7, 3, 1, 7, 5, 3]
+    batches = [b.tolist() for b in runtime.length_batches(lengths, 3)]
+    assert batches == [[1, 4, 5], [0, 2, 6], [3]]
+    assert [b.tolist() for b in runtime.length_batches([], 4)] == []
+    ids, mask = runtime.pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]] and ids.dtype == mask.dtype == np.int64
+
+
+def test_runtime_counts_cpus_as_the_package_does() -> None:
+    """The shipped runtime keeps its own os-only count (embalance.runtime is not in the MLflow model): same answer."""
+    assert runtime.available_cpus() == host.available_cpus()
+
+
 def test_long_text_is_truncated_and_answered(model_dir: Path) -> None:
     clf = runtime.OnnxTextClassifier(model_dir, threads=1)
     long_text = "a wonderful film " * 6000  # ~100k characters
@@ -67,9 +84,12 @@ def test_long_text_is_truncated_and_answered(model_dir: Path) -> None:
 
 
 def test_predict_cli_csv_and_lines(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def predict(*argv: str) -> int:
+        return cli_main(["predict", "--params", str(ROOT / "params.yaml"), "--no-progress", *argv])
+
     texts = ["a gorgeous, witty, seductive movie.", "the acting is wooden and the plot is thin.", "bad"]
     pd.DataFrame({"id": [1, 2, 3], "text": texts}).to_csv(tmp_path / "in.csv", index=False)
-    assert runtime.main(["--model", str(model_dir), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"), "--no-progress"]) == 0
+    assert predict("--model", str(model_dir), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")) == 0
     out = pd.read_csv(tmp_path / "out.csv")
     assert list(out.columns) == ["label", "class_name", "p_negative", "p_positive"] and len(out) == 3
     labels, proba = runtime.OnnxTextClassifier(model_dir).predict(texts)
@@ -78,10 +98,13 @@ def test_predict_cli_csv_and_lines(model_dir: Path, tmp_path: Path, monkeypatch:
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(texts) + "\n\n"))
     stdout = io.StringIO()
     monkeypatch.setattr(sys, "stdout", stdout)
-    assert runtime.main(["--model", str(model_dir), "--no-progress"]) == 0
+    assert predict("--model", str(model_dir), "--threads", "1") == 0
     assert pd.read_csv(io.StringIO(stdout.getvalue()))["label"].tolist() == labels.tolist()
     pd.DataFrame({"review": texts}).to_csv(tmp_path / "bad.csv", index=False)
-    assert runtime.main(["--model", str(model_dir), "--input", str(tmp_path / "bad.csv"), "--no-progress"]) == 2
+    assert predict("--model", str(model_dir), "--input", str(tmp_path / "bad.csv")) == 2
+    # an MLflow store named on the command line (the model URI is not in it: an error, not a crash)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert predict("--model", "models:/embalance-nosuch@champion", "--tracking-uri", uri) == 2
 
 
 def _free_port() -> int:

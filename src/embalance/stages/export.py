@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from embalance.errors import ConfigError, EmbalanceError, InfeasibleResampling
@@ -47,7 +46,7 @@ from embalance.experiment.resample import ResampleInfo
 from embalance.experiment.train import TrainConfig, fit_mlp, predict_proba
 from embalance.io import default_dir, ensure_writable_dir, file_md5, write_json
 from embalance.params import apply_overrides, validate
-from embalance.runtime import seed_everything
+from embalance.runtime import available_cpus, seed_everything
 from embalance.serving import predict as runtime
 
 ENCODER_GRAPHS = ("auto", "fused", "plain")
@@ -66,6 +65,10 @@ class ExportError(EmbalanceError):
 
 
 # ------------------------------------------------------------------------------------------------ configuration
+
+
+def _is_minority_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class ExportSettings:
             parse_method(s.method)
         except ConfigError as e:
             raise ConfigError(f"`export.method` must be one of {', '.join(BASE_METHODS)} (with +mixup, +refit), but got {s.method!r}: {e}") from e
-        if not (isinstance(s.minority_size, int) and not isinstance(s.minority_size, bool) and s.minority_size >= 2):
+        if not _is_minority_size(s.minority_size):
             raise ConfigError(f"`export.minority_size` must be an integer >= 2, but got {s.minority_size!r}.")
         if not isinstance(s.use_best, bool):
             raise ConfigError(f"`export.use_best` must be true or false, but got {s.use_best!r}.")
@@ -136,7 +139,7 @@ def choose(params: Mapping[str, Any], dataset: str, best_path: Path | None) -> t
         parse_method(choice.method)
     except ConfigError as e:
         raise ConfigError(f"The method to export ({choice.source}): {e}") from e
-    if not (isinstance(choice.minority_size, int) and not isinstance(choice.minority_size, bool) and choice.minority_size >= 2):
+    if not _is_minority_size(choice.minority_size):
         raise ConfigError(f"The minority size to export must be an integer >= 2, but got {choice.minority_size!r} ({choice.source}).")
     effective = apply_overrides(params, [f"{k}={json.dumps(v)}" for k, v in sorted(choice.overrides.items())])
     validate(effective)
@@ -209,20 +212,6 @@ class _Classifier(nn.Module):
         return proba.argmax(dim=1), proba  # (B,) int64, (B, C)
 
 
-class _PooledEncoder(nn.Module):
-    """The transformer + attention-masked mean pooling + L2 normalisation (as embed.SentenceEncoder)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, D)
-        return F.normalize(pooled, p=2, dim=1)
-
-
 def _torch_export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]]) -> None:
     import warnings
 
@@ -246,7 +235,7 @@ def _session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or runtime.available_cpus()
+    so.intra_op_num_threads = threads or available_cpus()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
@@ -321,6 +310,7 @@ def export_encoder(
     from transformers import AutoModel
 
     from embalance.data.embed import SentenceEncoder, resolve_model
+    from embalance.data.encoder import PooledEncoder
 
     if graph not in ENCODER_GRAPHS:
         raise ConfigError(f"`graph` must be one of {', '.join(ENCODER_GRAPHS)}, but got {graph!r}.")
@@ -337,14 +327,11 @@ def export_encoder(
     model = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     examples = ["A gorgeous, witty, seductive movie.", "bad"]  # a batch of 2 of different lengths: padding is traced
     enc = Tokenizer.from_file(str(out_dir / runtime.TOKENIZER_FILE))
-    ids = [e.ids for e in enc.encode_batch(examples)]
-    width = max(map(len, ids))
-    input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
-    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], dtype=torch.long)
+    input_ids, mask = (torch.from_numpy(a) for a in runtime.pad_batch([e.ids for e in enc.encode_batch(examples)], pad_id))
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "sentence_embedding": {0: "batch"}}
     with tempfile.TemporaryDirectory(prefix="embalance-export-") as tmp:
         plain, fused = Path(tmp) / "plain.onnx", Path(tmp) / "fused.onnx"
-        _torch_export(_PooledEncoder(model), (input_ids, mask), plain, ["input_ids", "attention_mask"], ["sentence_embedding"], axes)
+        _torch_export(PooledEncoder(model), (input_ids, mask), plain, ["input_ids", "attention_mask"], ["sentence_embedding"], axes)
         del model
         _check(plain)
         optimized = optimize_model(str(plain), model_type="bert", num_heads=int(cfg.num_attention_heads), hidden_size=int(cfg.hidden_size), opt_level=0)
@@ -368,21 +355,7 @@ def export_encoder(
                 g = report["graphs"][name]
                 g["single_p50_ms"] = min(g.get("single_p50_ms", np.inf), t["single_p50_ms"])
                 g["batch_texts_per_s"] = max(g.get("batch_texts_per_s", 0.0), t["batch_texts_per_s"])
-        ok = {n: g["min_cosine"] >= MIN_COSINE for n, g in report["graphs"].items()}
-        if not any(ok.values()):
-            raise ExportError(f"Neither encoder graph matches PyTorch: min cosine {report['graphs']['plain']['min_cosine']:.6f} (plain), {report['graphs']['fused']['min_cosine']:.6f} (fused); required {MIN_COSINE}.")
-        if graph != "auto":
-            if not ok[graph]:
-                raise ExportError(f"The {graph} encoder graph does not match PyTorch: min cosine {report['graphs'][graph]['min_cosine']:.6f} < {MIN_COSINE}.")
-            chosen, why = graph, f"export.encoder_graph={graph}"
-        elif not ok["fused"]:
-            chosen, why = "plain", "the fused graph is outside tolerance"
-        elif not ok["plain"]:
-            chosen, why = "fused", "the plain graph is outside tolerance"
-        else:
-            pf, pp = report["graphs"]["fused"]["single_p50_ms"], report["graphs"]["plain"]["single_p50_ms"]
-            chosen = "plain" if pp * PLAIN_MARGIN < pf else "fused"
-            why = f"single-text p50 {pf:.2f} ms fused vs {pp:.2f} ms plain (fused kept unless plain is >{PLAIN_MARGIN - 1:.0%} faster)"
+        chosen, why = _choose_graph(report["graphs"], graph)
         shutil.copyfile(fused if chosen == "fused" else plain, out_dir / runtime.ENCODER_FILE)
     report.update(
         chosen=chosen, reason=why, rows_checked=len(check_texts), max_length=max_length, pad_id=pad_id, dim=int(cfg.hidden_size), opset=OPSET,
@@ -391,28 +364,32 @@ def export_encoder(
     return report
 
 
+def _choose_graph(graphs: dict[str, dict[str, Any]], graph: str) -> tuple[str, str]:
+    """The encoder graph to ship (plain or fused) and why, from the parity and timings of both."""
+    ok = {n: g["min_cosine"] >= MIN_COSINE for n, g in graphs.items()}
+    if not any(ok.values()):
+        raise ExportError(f"Neither encoder graph matches PyTorch: min cosine {graphs['plain']['min_cosine']:.6f} (plain), {graphs['fused']['min_cosine']:.6f} (fused); required {MIN_COSINE}.")
+    if graph != "auto":
+        if not ok[graph]:
+            raise ExportError(f"The {graph} encoder graph does not match PyTorch: min cosine {graphs[graph]['min_cosine']:.6f} < {MIN_COSINE}.")
+        return graph, f"export.encoder_graph={graph}"
+    if not ok["fused"]:
+        return "plain", "the fused graph is outside tolerance"
+    if not ok["plain"]:
+        return "fused", "the plain graph is outside tolerance"
+    pf, pp = graphs["fused"]["single_p50_ms"], graphs["plain"]["single_p50_ms"]
+    chosen = "plain" if pp * PLAIN_MARGIN < pf else "fused"
+    return chosen, f"single-text p50 {pf:.2f} ms fused vs {pp:.2f} ms plain (fused kept unless plain is >{PLAIN_MARGIN - 1:.0%} faster)"
+
+
 def _feed(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
-    width = max(map(len, rows))
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    input_ids, mask = runtime.pad_batch(rows, pad_id)
+    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def _runtime_embeddings(folder: Path, tokenized: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
     """Embeddings from encoder.onnx in ``folder``, batched by length as the deployed runtime batches them."""
-    s = _session(folder / runtime.ENCODER_FILE, 0)
-    order = np.argsort([-len(x) for x in tokenized], kind="stable")
-    out = np.empty((len(tokenized), 0), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        emb = s.run(["sentence_embedding"], _feed([tokenized[i] for i in rows], pad_id))[0]
-        if out.shape[1] == 0:
-            out = np.empty((len(tokenized), emb.shape[1]), dtype=np.float32)
-        out[rows] = emb
-    return out
+    return runtime.encode_ids(_session(folder / runtime.ENCODER_FILE, 0), tokenized, pad_id, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------------------------------- MLflow
@@ -430,14 +407,18 @@ def pip_requirements() -> list[str]:
 
 
 def _runtime_code(tmp: Path) -> Path:
-    """A copy of the runtime module as the package ``embalance`` with nothing else in it (shipped as code_paths):
-    ``embalance/serving/predict.py``, under the same module name as here, so the pickled model loads."""
-    pkg = tmp / "embalance"
-    (pkg / "serving").mkdir(parents=True)
-    (pkg / "__init__.py").write_text('"""The serving runtime of embalance (embalance.serving.predict only)."""\n')
-    (pkg / "serving" / "__init__.py").write_text("")
-    shutil.copyfile(runtime.__file__, pkg / "serving" / "predict.py")
-    return pkg
+    """The runtime module alone, at its own import path inside a package ``embalance`` (shipped as code_paths).
+
+    The logged model is pickled by reference (``embalance.serving.predict.EmbalanceTextModel``), so the shipped file
+    must sit at that module's path; nothing else of embalance goes with it.
+    """
+    *packages, module = runtime.__name__.split(".")  # embalance, serving / predict
+    for level in range(1, len(packages) + 1):
+        folder = tmp.joinpath(*packages[:level])
+        folder.mkdir()
+        (folder / "__init__.py").write_text(f'"""The serving runtime of embalance ({runtime.__name__} only)."""\n')
+    shutil.copyfile(runtime.__file__, tmp.joinpath(*packages) / f"{module}.py")
+    return tmp / packages[0]
 
 
 def log_and_register(

@@ -16,7 +16,7 @@ from sklearn_compat.utils.validation import validate_data
 
 from embalance.errors import InfeasibleResampling
 from embalance.experiment.oversample.kneighbors import _copy_rows
-from embalance.runtime import resolve_device
+from embalance.runtime import DEVICES, resolve_device
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
@@ -79,7 +79,7 @@ class _TorchOverSampler(BaseOverSampler):
 
     _parameter_constraints: ClassVar[dict] = {
         **BaseOverSampler._parameter_constraints,
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "device": [StrOptions(set(DEVICES))],
     }
 
     def _check_X_y(self, X: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -8,19 +8,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from embalance.runtime import cpu_threads
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Mapping
-
-    Label = Hashable
-    SamplingStrategy = float | str | Mapping[Label, int] | Callable[[np.ndarray], Mapping[Label, int]]
-    RandomState = int | np.random.RandomState | None
-    # A class's synthetic samples, planned: how many, and a function that writes them into a view.
-    Plan = tuple[int, Callable[[torch.Tensor], None]]
+    from collections.abc import Callable
 
 # Largest (queries x data rows) block of distances held in memory at once by `_kneighbors`.
 _MAX_BLOCK = 1 << 22

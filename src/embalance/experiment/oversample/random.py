@@ -13,15 +13,9 @@ from embalance.experiment.oversample.kneighbors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Mapping
-
     from imblearn.utils._tags import Tags
 
-    Label = Hashable
-    SamplingStrategy = float | str | Mapping[Label, int] | Callable[[np.ndarray], Mapping[Label, int]]
-    RandomState = int | np.random.RandomState | None
-    # A class's synthetic samples, planned: how many, and a function that writes them into a view.
-    Plan = tuple[int, Callable[[torch.Tensor], None]]
+    from embalance.experiment.oversample.base import Label, Plan, RandomState, SamplingStrategy
 
 class RandomOverSampler(_TorchOverSampler):
     """Random oversampling: draw samples of the class uniformly with replacement.

@@ -15,13 +15,7 @@ from embalance.experiment.oversample.base import _label, _TorchOverSampler
 from embalance.experiment.oversample.kneighbors import _interpolate_into, _kneighbors, _squared_norms
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Mapping
-
-    Label = Hashable
-    SamplingStrategy = float | str | Mapping[Label, int] | Callable[[np.ndarray], Mapping[Label, int]]
-    RandomState = int | np.random.RandomState | None
-    # A class's synthetic samples, planned: how many, and a function that writes them into a view.
-    Plan = tuple[int, Callable[[torch.Tensor], None]]
+    from embalance.experiment.oversample.base import Label, Plan, RandomState, SamplingStrategy
 
 class SMOTE(_TorchOverSampler):
     """SMOTE (Chawla et al., 2002): interpolate between a minority sample and a minority neighbour.

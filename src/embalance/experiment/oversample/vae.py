@@ -8,7 +8,6 @@ import numbers
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
@@ -17,13 +16,7 @@ from embalance.experiment.oversample.base import _TorchOverSampler
 from embalance.runtime import cpu_threads
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Mapping
-
-    Label = Hashable
-    SamplingStrategy = float | str | Mapping[Label, int] | Callable[[np.ndarray], Mapping[Label, int]]
-    RandomState = int | np.random.RandomState | None
-    # A class's synthetic samples, planned: how many, and a function that writes them into a view.
-    Plan = tuple[int, Callable[[torch.Tensor], None]]
+    from embalance.experiment.oversample.base import Label, Plan, RandomState, SamplingStrategy
 
 @dataclass
 class VAEConfig:

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from embalance.experiment.train.batched import fit_mlp_batched
+from embalance.experiment.train.buffers import HostBuffers
 from embalance.experiment.train.config import PLAIN, FitResult, FoldOptions, TrainConfig
 from embalance.experiment.train.sequential import fit_mlp, predict_proba, refit_last_layer
 from embalance.runtime import cpu_threads
 
-__all__ = ["PLAIN", "FitResult", "FoldOptions", "TrainConfig", "fit_folds", "fit_mlp", "predict_proba", "refit_last_layer"]
+__all__ = ["PLAIN", "FitResult", "FoldOptions", "HostBuffers", "TrainConfig", "fit_folds", "fit_mlp", "predict_proba", "refit_last_layer"]
 
 
 def fit_folds(
@@ -24,8 +25,12 @@ def fit_folds(
     config: TrainConfig,
     seeds: Sequence[int],
     options: Sequence[FoldOptions] | None = None,
+    buffers: HostBuffers | None = None,
 ) -> list[FitResult]:
-    """Train one MLP per (X_train, y_train, X_val, y_val) fold with the configured engine; same results either way."""
+    """Train one MLP per (X_train, y_train, X_val, y_val) fold with the configured engine; same results either way.
+
+    ``buffers``: the batched engine's CPU buffers, kept by a caller that trains many times in a row (see :class:`HostBuffers`).
+    """
     options = list(options) if options is not None else [PLAIN] * len(folds)
     if config.engine == "sequential":
         return [
@@ -36,5 +41,5 @@ def fit_folds(
         return fit_mlp_batched(
             folds, n_classes=n_classes, config=config, seeds=seeds, options=options,
             max_models_per_group=config.max_models_per_group, max_group_bytes=config.max_group_bytes,
-            workers=config.workers,
+            workers=config.workers, buffers=buffers,
         )

@@ -53,9 +53,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,12 +61,11 @@ import torch
 
 from embalance.errors import ConfigError
 from embalance.experiment.model import MLP, MLPConfig
+from embalance.experiment.train.buffers import HostBuffers
 from embalance.experiment.train.config import PLAIN, FitResult, FoldOptions, TrainConfig
+from embalance.experiment.train.groups import Fold, GroupFold, form_groups, group_sizes, train_concurrently
 from embalance.experiment.train.losses import class_weights, logit_adjustment, mixup_draws
 from embalance.runtime import resolve_device
-
-ArrayLike = torch.Tensor | np.ndarray
-Fold = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # X_train, y_train, X_val, y_val
 
 DEFAULT_MAX_GROUP_BYTES = 2 * 1024**3  # data of one group (training rows + padded validation rows)
 DEFAULT_MAX_MODELS_PER_GROUP = 5  # two groups of 5 keep both workers' weights and Adam state in L3 (benchmarks/sweep.py)
@@ -86,6 +83,7 @@ def fit_mlp_batched(
     max_models_per_group: int | None = DEFAULT_MAX_MODELS_PER_GROUP,
     max_group_bytes: int | None = DEFAULT_MAX_GROUP_BYTES,
     workers: int = 1,
+    buffers: HostBuffers | None = None,
 ) -> list[FitResult]:
     """Train one MLP per fold, many at a time; the result for fold ``i`` equals ``fit_mlp(*folds[i], seed=seeds[i])``.
 
@@ -104,6 +102,8 @@ def fit_mlp_batched(
             intra-op threads to 1 around the call: the groups are the parallelism). While they train, the
             calling thread reads the next group's folds. Results do not depend on it. On CUDA groups run one
             after the other.
+        buffers: the large CPU buffers' pool; pass one :class:`HostBuffers` to many calls in a row so that their
+            buffers pass from one call to the next (``None``: this call's own, let go at its end).
 
     Returns:
         One :class:`FitResult` per fold, in the input order.
@@ -129,205 +129,29 @@ def fit_mlp_batched(
         raise ConfigError(f"`batch_size` must be a positive integer, but got {config.batch_size}.")
     device = torch.device(resolve_device(config.device))
 
-    # Groups of near-equal size, in a multiple of the workers when there are enough folds (so that no worker
-    # idles through a last round): 20 folds with max_models_per_group 8 make groups of 7, 7 and 6 on one
-    # worker, not 8, 8 and 4, and four groups of 5 on two workers; 10 folds on 2 workers make two of 5.
-    n_needed = -(-len(folds) // (max_models_per_group or len(folds) or 1))
-    n_groups = max(1, min(len(folds), -(-n_needed // workers) * workers))
-    group_sizes = [len(folds) // n_groups + (g < len(folds) % n_groups) for g in range(n_groups)]
-
-    def groups() -> Iterator[list[_Fold]]:
-        """Consecutive folds, read one at a time, cut into groups by count and bytes."""
-        group: list[_Fold] = []
-        made = 0  # groups yielded so far
-        in_dim: int | None = None
-        for i in range(len(folds)):
-            fold = _load_fold(i, folds[i], n_classes, device, options[i])
-            if in_dim is None:
-                in_dim = fold.X.shape[1]
-            elif fold.X.shape[1] != in_dim:
-                raise ConfigError(
-                    f"All folds must have the same number of features, but fold {i} has {fold.X.shape[1]} and "
-                    f"fold 0 has {in_dim}."
-                )
-            full = len(group) >= group_sizes[min(made, n_groups - 1)]
-            too_big = max_group_bytes is not None and group and _group_bytes([*group, fold]) > max_group_bytes
-            if full or too_big:
-                yield group
-                made += 1
-                group = []
-            group.append(fold)
-        if group:
-            yield group
-
     results: list[FitResult | None] = [None] * len(folds)
 
-    with keep_host_buffers() as buffers:  # this call's, or the caller's when it keeps them between calls
+    own = HostBuffers() if buffers is None else None  # this call's, unless the caller keeps them between calls
+    pool = buffers if buffers is not None else own
 
-        def train(group: list[_Fold], stop: threading.Event | None = None) -> None:
-            trainer = _GroupTrainer(
-                group, n_classes=n_classes, config=config, seeds=seeds, device=device, stop=stop, buffers=buffers
-            )
-            for index, result in trainer.run():
-                results[index] = result
+    sizes = group_sizes(len(folds), max_models_per_group, workers)
+    groups = form_groups(folds, options, n_classes=n_classes, device=device, sizes=sizes, max_group_bytes=max_group_bytes)
 
+    def train(group: list[GroupFold], stop: threading.Event | None = None) -> None:
+        trainer = _GroupTrainer(group, n_classes=n_classes, config=config, seeds=seeds, device=device, stop=stop, buffers=pool)
+        for index, result in trainer.run():
+            results[index] = result
+
+    try:
         if workers == 1 or device.type != "cpu":
-            for group in groups():
+            for group in groups:
                 train(group)
         else:
-            _train_concurrently(groups(), train, workers)
-    return [r for r in results if r is not None]
-
-
-def _train_concurrently(
-    groups: Iterator[list[_Fold]], train: Callable[[list[_Fold], threading.Event], None], workers: int
-) -> None:
-    """Train groups on ``workers`` threads, at most ``workers`` at a time; the next group is read meanwhile.
-
-    torch's kernels release the GIL, and with one intra-op thread each a thread never waits on the others
-    (OpenMP's barriers made two intra-op threads slower than one on a busy machine). On an error or Ctrl-C the
-    running groups are told to stop at their next epoch and the error is raised once they have.
-    """
-    stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embalance-group") as pool:
-        running: set[Future] = set()
-        try:
-            for group in groups:
-                while len(running) >= workers:
-                    finished, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        future.result()  # raises a worker's error here
-                running.add(pool.submit(train, group, stop))
-            for future in as_completed(running):
-                future.result()
-        except BaseException:
-            stop.set()
-            raise
-
-
-@dataclass
-class _Fold:
-    index: int  # position in the caller's sequence
-    X: torch.Tensor  # (n, d) float32, on the device
-    y: torch.Tensor  # (n,) int64
-    Xv: torch.Tensor  # (nv, d) float32
-    yv: torch.Tensor  # (nv,) int64
-    options: FoldOptions = PLAIN
-
-
-def _load_fold(index: int, fold: Fold, n_classes: int, device: torch.device, options: FoldOptions = PLAIN) -> _Fold:
-    if len(fold) != 4:
-        raise ConfigError(
-            f"Each fold must be (X_train, y_train, X_val, y_val), but fold {index} has {len(fold)} items."
-        )
-    X, y, Xv, yv = (torch.as_tensor(a) for a in fold)
-    X, Xv = X.to(device=device, dtype=torch.float32), Xv.to(device=device, dtype=torch.float32)
-    y, yv = y.to(device=device, dtype=torch.int64), yv.to(device=device, dtype=torch.int64)
-    for name, A, b in (("training", X, y), ("validation", Xv, yv)):
-        if A.ndim != 2 or b.ndim != 1 or A.shape[0] != b.shape[0]:
-            raise ConfigError(
-                f"Fold {index}: {name} X must be (n, d) and y (n,), but got X {tuple(A.shape)} and y {tuple(b.shape)}."
-            )
-        if A.shape[0] == 0:
-            raise ConfigError(f"Fold {index}: the {name} part must have at least one row, but it has none.")
-        lo, hi = int(b.min()), int(b.max())
-        if lo < 0 or hi >= n_classes:
-            raise ConfigError(
-                f"Fold {index}: {name} labels must lie in [0, {n_classes}), but got labels from {lo} to {hi}."
-            )
-    if Xv.shape[1] != X.shape[1]:
-        raise ConfigError(
-            f"Fold {index}: X_val must have the training part's {X.shape[1]} features, but has {Xv.shape[1]}."
-        )
-    if options.mixup_alpha > 0 and not (options.n_real is None or 1 <= options.n_real <= X.shape[0]):
-        raise ConfigError(f"Fold {index}: `n_real` must be between 1 and the {X.shape[0]} training rows, but got {options.n_real}.")
-    return _Fold(index=index, X=X.contiguous(), y=y.contiguous(), Xv=Xv.contiguous(), yv=yv.contiguous(), options=options)
-
-
-class _HostBuffers:
-    """Large CPU buffers handed from one group to the next instead of being freed and allocated again.
-
-    Used for a group's padded validation rows. They are NumPy memory: NumPy asks the kernel for transparent
-    huge pages on large allocations (``madvise(MADV_HUGEPAGE)``, what ``transparent_hugepage=madvise``
-    kernels need), torch's CPU allocator does not.
-
-    Memory that a process frees and allocates again must be faulted in again, and on a virtual machine that
-    returns freed memory to its host (free page reporting) that costs far more than the copy into it: on this
-    project's 2-core VM, filling 700 MB freshly allocated took 0.8-2 s against 0.09 s for the same memory
-    kept. (That is also why a group no longer copies its folds' training rows into one tensor: the copy and
-    its page faults took 0.1-2.3 s per group of 5 IMDB-sized folds, with a CPU idle at the start.) Groups of
-    a sweep have near-equal sizes, so a buffer given back fits the next group. Thread-safe: the workers take
-    and give back concurrently.
-    """
-
-    _KEEP = 4  # free buffers kept at most (the smallest are let go first)
-
-    def __init__(self) -> None:
-        self._free: list[np.ndarray] = []
-        self._lent: dict[int, np.ndarray] = {}  # data pointer of a tensor taken -> its buffer
-        self._lock = threading.Lock()
-
-    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """A float32 CPU tensor of ``shape`` (uninitialised) on a kept buffer when one fits, else a new one."""
-        need = math.prod(shape)
-        with self._lock:
-            fits = [i for i, b in enumerate(self._free) if need <= b.size <= 2 * need]
-            if fits:
-                buf = self._free.pop(min(fits, key=lambda i: self._free[i].size))
-            else:
-                self._free = [b for b in self._free if b.size > need]  # too small for what comes now: let go
-                buf = np.empty(need, dtype=np.float32)
-            tensor = torch.from_numpy(buf[:need].reshape(shape))
-            self._lent[tensor.data_ptr()] = buf
-        return tensor
-
-    def give(self, tensor: torch.Tensor) -> None:
-        """Give back a tensor from ``take`` (it must not be used afterwards)."""
-        with self._lock:
-            self._free.append(self._lent.pop(tensor.data_ptr()))
-            self._free.sort(key=lambda b: b.size)
-            del self._free[: max(0, len(self._free) - self._KEEP)]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
-            self._lent.clear()
-
-
-_host_buffers: _HostBuffers | None = None  # set while keep_host_buffers() is active
-_host_buffers_depth = 0
-_host_buffers_lock = threading.Lock()
-
-
-@contextmanager
-def keep_host_buffers() -> Iterator[_HostBuffers]:
-    """Keep the batched engine's large CPU buffers between calls of :func:`fit_mlp_batched` inside the block.
-
-    Each call reuses its groups' buffers anyway; a caller that makes many calls in a row (the sweep's
-    flushes, the tuner's trials) wraps them in this so that the buffers also pass from one call to the
-    next. They are freed when the outermost block ends.
-    """
-    global _host_buffers, _host_buffers_depth
-    with _host_buffers_lock:
-        if _host_buffers is None:
-            _host_buffers = _HostBuffers()
-        _host_buffers_depth += 1
-        pool = _host_buffers
-    try:
-        yield pool
+            train_concurrently(groups, train, workers)
     finally:
-        with _host_buffers_lock:
-            _host_buffers_depth -= 1
-            if _host_buffers_depth == 0:
-                _host_buffers.clear()
-                _host_buffers = None
-
-
-def _group_bytes(group: list[_Fold]) -> int:
-    d = group[0].X.shape[1]
-    n_train = sum(f.X.shape[0] for f in group)
-    n_val_padded = len(group) * max(f.Xv.shape[0] for f in group)
-    return 4 * d * (n_train + n_val_padded)
+        if own is not None:
+            own.clear()
+    return [r for r in results if r is not None]
 
 
 @dataclass
@@ -358,14 +182,14 @@ class _GroupTrainer:
 
     def __init__(
         self,
-        group: list[_Fold],
+        group: list[GroupFold],
         *,
         n_classes: int,
         config: TrainConfig,
         seeds: Sequence[int],
         device: torch.device,
         stop: threading.Event | None = None,
-        buffers: _HostBuffers | None = None,
+        buffers: HostBuffers | None = None,
     ) -> None:
         self.config = config
         self.stop = stop  # set by another thread: leave at the end of the current epoch

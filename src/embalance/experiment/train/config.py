@@ -73,6 +73,11 @@ class FoldOptions:
         if self.mixup_alpha < 0:
             raise ConfigError(f"`mixup_alpha` must be >= 0 (0: no mixup), but got {self.mixup_alpha!r}.")
 
+    def check_rows(self, n_train: int) -> None:
+        """Refuse options that do not fit a fold of ``n_train`` training rows (mixup's ``n_real``); both engines call it."""
+        if self.mixup_alpha > 0 and not (self.n_real is None or 1 <= self.n_real <= n_train):
+            raise ConfigError(f"`n_real` must be between 1 and the {n_train} training rows, but got {self.n_real}.")
+
 
 PLAIN = FoldOptions()
 

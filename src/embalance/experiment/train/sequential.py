@@ -42,11 +42,6 @@ from embalance.experiment.train.losses import class_weights, logit_adjustment, m
 from embalance.runtime import cpu_threads, resolve_device
 
 
-def _check_options(options: FoldOptions, n_train: int) -> None:
-    if options.mixup_alpha > 0 and not (options.n_real is None or 1 <= options.n_real <= n_train):
-        raise ConfigError(f"`n_real` must be between 1 and the {n_train} training rows, but got {options.n_real}.")
-
-
 def fit_mlp(
     X_train: torch.Tensor | np.ndarray,
     y_train: torch.Tensor | np.ndarray,
@@ -79,7 +74,7 @@ def _fit_mlp(
     Xt, yt, Xv, yv = (torch.as_tensor(a).to(device) for a in (X_train, y_train, X_val, y_val))
     Xt, Xv = Xt.float(), Xv.float()
     yt, yv = yt.long(), yv.long()
-    _check_options(options, Xt.shape[0])
+    options.check_rows(Xt.shape[0])
     gen = torch.Generator().manual_seed(seed)
     model = MLP(MLPConfig(in_dim=Xt.shape[1], hidden_dim=config.hidden_dim, n_classes=n_classes))
     model.reset_parameters(gen)
