@@ -352,7 +352,7 @@ class TuneParams(Section):
                 f"`tune.grace_period` must be longer than `tune.heartbeat_interval` (a live worker records one heartbeat per interval), "
                 f"but got grace_period={grace} with heartbeat_interval={interval}"
             )
-        for key in self.grid:
+        for key in self.grid if self.sampler == "grid" else ():  # the grid is read only by the grid sampler
             if key not in self.space:
                 raise ValueError(f"`tune.grid` key {key!r} is not in `tune.space`; grid keys must be space keys ({', '.join(self.space)})")
         return self
