@@ -180,11 +180,11 @@ def test_check_params_names_the_bad_value(tiny_params: dict) -> None:
         report.check_params({k: v for k, v in p.items() if k != "report"})
     p["report"] = copy.deepcopy(REPORT_PARAMS)
     p["report"]["alpha"] = 1.5
-    with pytest.raises(ConfigError, match=r"`report.alpha` must be a number between 0 and 1, but got 1.5"):
+    with pytest.raises(ConfigError, match=r"`report.alpha` must be a number > 0 and < 1, but got 1.5"):
         report.check_params(p)
     p["report"] = copy.deepcopy(REPORT_PARAMS)
     p["report"]["projection"]["methods"] = ["none"]
-    with pytest.raises(ConfigError, match=r"`report.projection.methods` must list oversampling methods, which add minority rows \(random, smote, borderline, adasyn, vae\), but got 'none': `none` neither rebalances nor adds rows"):
+    with pytest.raises(ConfigError, match=r"`report.projection.methods` must list oversampling methods, which add minority rows \(random, smote, borderline, adasyn, vae\), but got 'none'"):
         report.check_params(p)
 
 

@@ -19,6 +19,8 @@ BASE_METHODS: tuple[str, ...] = METHODS + BASELINES
 
 OPTIONS: tuple[str, ...] = ("mixup", "refit")  # SYNAuG-style training options: `<base>+mixup`, `<base>+refit`, both
 SYNTHETIC_METHODS: tuple[str, ...] = ("smote", "borderline", "adasyn", "vae")
+SAMPLE_METHODS: tuple[str, ...] = ("random", *SYNTHETIC_METHODS)  # methods that add minority rows (projection, separability)
+REBALANCING_METHODS: tuple[str, ...] = ("random", *BASELINES)  # rebalancing without synthetic samples
 
 
 IMBLEARN_METHODS: tuple[str, ...] = ("none", "random", "smote", "borderline", "adasyn", *BASELINES)  # bases with no embalance sampler

@@ -38,14 +38,14 @@ import torch
 from torch import nn
 
 from embalance.errors import ConfigError, EmbalanceError, InfeasibleResampling
-from embalance.experiment.methods import BASE_METHODS, parse_method
+from embalance.experiment.methods import parse_method
 from embalance.experiment.metrics import test_metrics
 from embalance.experiment.model import MLP
 from embalance.experiment.recipe import apply_refit, draw_pool, fold_job
 from embalance.experiment.resample import ResampleInfo
 from embalance.experiment.train import TrainConfig, fit_mlp, predict_proba
 from embalance.io import default_dir, ensure_writable_dir, file_md5, write_json
-from embalance.params import apply_overrides, validate
+from embalance.params import section, set_values, validate
 from embalance.runtime import available_cpus, seed_everything
 from embalance.serving import predict as runtime
 
@@ -67,10 +67,6 @@ class ExportError(EmbalanceError):
 # ------------------------------------------------------------------------------------------------ configuration
 
 
-def _is_minority_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
-
-
 @dataclass(frozen=True)
 class ExportSettings:
     method: str = "smote"
@@ -83,30 +79,8 @@ class ExportSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ExportSettings:
-        sec = params.get("export")
-        if not isinstance(sec, dict):
-            raise ConfigError("params.yaml needs an `export:` section (a mapping); see the README's Serving section.")
-        unknown = sorted(set(sec) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"Unknown key(s) {unknown} in `export`; known keys: {', '.join(cls.__dataclass_fields__)}.")
-        s = cls(**sec)
-        try:
-            parse_method(s.method)
-        except ConfigError as e:
-            raise ConfigError(f"`export.method` must be one of {', '.join(BASE_METHODS)} (with +mixup, +refit), but got {s.method!r}: {e}") from e
-        if not _is_minority_size(s.minority_size):
-            raise ConfigError(f"`export.minority_size` must be an integer >= 2, but got {s.minority_size!r}.")
-        if not isinstance(s.use_best, bool):
-            raise ConfigError(f"`export.use_best` must be true or false, but got {s.use_best!r}.")
-        if not (isinstance(s.registered_model_prefix, str) and s.registered_model_prefix.strip()):
-            raise ConfigError(f"`export.registered_model_prefix` must be a non-empty name, but got {s.registered_model_prefix!r}.")
-        if s.encoder_graph not in ENCODER_GRAPHS:
-            raise ConfigError(f"`export.encoder_graph` must be one of {', '.join(ENCODER_GRAPHS)}, but got {s.encoder_graph!r}.")
-        for key in ("intra_op_threads", "parity_texts"):
-            v = getattr(s, key)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-                raise ConfigError(f"`export.{key}` must be an integer >= 0, but got {v!r}.")
-        return s
+        """The `export:` section, checked by the params schema (ConfigError when it is missing or breaks a rule)."""
+        return cls(**section(params, "export").model_dump())
 
 
 @dataclass(frozen=True)
@@ -135,14 +109,11 @@ def choose(params: Mapping[str, Any], dataset: str, best_path: Path | None) -> t
         choice = Choice(str(best["method"]), best["minority_size"], dict(overrides), f"best.json: {best_path}")
     else:
         choice = Choice(settings.method, settings.minority_size, {}, "params.yaml export section")
-    try:
-        parse_method(choice.method)
+    effective = set_values(params, dict(sorted(choice.overrides.items())), source=choice.source)
+    try:  # the chosen method and size obey the rules of `export.method` and `export.minority_size`
+        validate(set_values(effective, {"export.method": choice.method, "export.minority_size": choice.minority_size}))
     except ConfigError as e:
-        raise ConfigError(f"The method to export ({choice.source}): {e}") from e
-    if not _is_minority_size(choice.minority_size):
-        raise ConfigError(f"The minority size to export must be an integer >= 2, but got {choice.minority_size!r} ({choice.source}).")
-    effective = apply_overrides(params, [f"{k}={json.dumps(v)}" for k, v in sorted(choice.overrides.items())])
-    validate(effective)
+        raise ConfigError(f"The configuration to export ({choice.source}): {e}") from None
     return effective, choice
 
 

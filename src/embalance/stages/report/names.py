@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from embalance.experiment.methods import BASELINES, SYNTHETIC_METHODS
-
 METRICS: dict[str, str] = {
     "test_balanced_accuracy": "balanced test accuracy",
     "test_macro_f1": "macro-F1 on the balanced test set",
@@ -11,8 +9,6 @@ METRICS: dict[str, str] = {
 PRIMARY_METRIC = "test_balanced_accuracy"  # the metric of the plain sentences on rebalancing, options and readings
 READINGS: dict[str, str] = {"es": "early stopping", "fixed": "fixed epoch budget"}  # column prefix -> reading
 PROJECTION_FOLD = 0  # the projection and the separability score use the training part of this fold
-REBALANCING_METHODS: tuple[str, ...] = ("random", *BASELINES)  # rebalancing without synthetic samples
-SAMPLE_METHODS: tuple[str, ...] = ("random", *SYNTHETIC_METHODS)  # methods that add minority rows (projection, separability)
 BEST_SYNTHETIC = "best synthetic"  # the `comparison` label of the best-vs-best rows
 SELECT_BY: dict[str, str] = {  # report.select_by -> the column whose mean picks the best method of a group
     "validation": "best_val_balanced_accuracy",  # the held-out fold's balanced accuracy: the test set plays no part in the pick

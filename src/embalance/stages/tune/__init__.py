@@ -62,7 +62,7 @@ from embalance.stages.tune.storage import (
 
 
 def with_overrides(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    over = set_values(params, {k: v for k, v in config.items() if k != "method"})
+    over = set_values(params, {k: v for k, v in config.items() if k != "method"}, source="a trial of tune.space")
     validate(over)
     return over
 
