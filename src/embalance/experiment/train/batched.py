@@ -180,6 +180,10 @@ class _StepViews:
 class _GroupTrainer:
     """Lockstep training of the folds of one group; slots sorted by training rows, largest first."""
 
+    # __init__ is long on purpose (~100 lines): it builds, in one pass and in the order the sequential engine draws
+    # them, every per-slot tensor (weights from each fold's generator, Adam state, class weights, logit adjustments,
+    # mixup draws); split into helpers, that draw order (which the bit-for-bit equality with fit_mlp rests on) would
+    # be spread over several places.
     def __init__(
         self,
         group: list[GroupFold],

@@ -59,6 +59,8 @@ def fit_mlp(
         return _fit_mlp(X_train, y_train, X_val, y_val, n_classes=n_classes, config=config, seed=seed, options=options)
 
 
+# _fit_mlp is one loop over epochs (~90 lines) on purpose: it is the reference the batched engine must match bit for
+# bit, and it reads top to bottom in the order the random draws, the loss, early stopping and both readings happen.
 def _fit_mlp(
     X_train: torch.Tensor | np.ndarray,
     y_train: torch.Tensor | np.ndarray,
