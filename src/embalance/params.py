@@ -406,7 +406,10 @@ def validate(params: Mapping[str, Any], *, source: str = DEFAULT_PARAMS_FILE) ->
     try:
         return Params.model_validate(params)
     except ValidationError as e:
-        raise ConfigError("; ".join(dict.fromkeys(_text().message(err, source) for err in e.errors()))) from None
+        # Unknown keys first: a misspelt key is usually also the reason a required one is missing.
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        messages = dict.fromkeys(_text().message(err, source).rstrip(".") for err in errors)
+        raise ConfigError("; ".join(messages) + ".") from None
 
 
 def section(params: Mapping[str, Any], name: Literal["export", "report", "tune"]) -> Any:
