@@ -42,6 +42,7 @@ from embalance.experiment.methods import (
     SAMPLE_METHODS,
     SYNTHETIC_METHODS,
     parse_method,
+    why_not_rows,
 )
 from embalance.schema_text import SchemaText, article, did_you_mean
 
@@ -96,7 +97,7 @@ def _no_repeats(values: list[Any], what: str) -> list[Any]:
 def _only(values: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
     for m in values:
         if m not in allowed:
-            raise ValueError(f"must list {what} ({', '.join(allowed)}), but got {m!r}")
+            raise ValueError(f"must list {what} ({', '.join(allowed)}), but got {m!r}: {why_not_rows(parse_method(m))}")
     return _no_repeats(values, "a method")
 
 

@@ -64,3 +64,17 @@ def parse_method(name: Any) -> MethodSpec:
     if spec.name != name:
         raise ConfigError(f"Write method {name!r} as {spec.name!r} (options in the order {'+'.join(OPTIONS)}), so that each method has one name.")
     return spec
+
+
+def why_not_rows(spec: MethodSpec) -> str:
+    """Why a method does not fit a list of the report's (synthetic, rebalancing, projection, separability)."""
+    if spec.mixup or spec.refit:
+        return (f"options (+{', +'.join(OPTIONS)}) act in training, not on the training rows, so `{spec.name}` has the rows of `{spec.base}`; "
+                "the section on mixing and refitting compares each variant with its base")
+    if spec.base in SYNTHETIC_METHODS:
+        return f"`{spec.base}` makes synthetic samples"
+    return {
+        "none": "`none` neither rebalances nor adds rows",
+        "random": "`random` oversampling copies real rows and makes no synthetic samples",
+        "undersample": "`undersample` removes majority rows and adds none",
+    }.get(spec.base, f"`{spec.base}` rebalances through the loss and adds no rows")
