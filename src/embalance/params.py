@@ -157,6 +157,7 @@ def validate(params: Mapping[str, Any]) -> None:
             _require(spec.base in IMBLEARN_METHODS, f"Method {m!r} has no imbalanced-learn implementation; use `augment.backend: embalance` or drop it (imblearn has: {', '.join(IMBLEARN_METHODS)}).")
     _require(aug.get("on_small_class") in ("clip", "raise"), f"`augment.on_small_class` must be clip or raise, but got {aug.get('on_small_class')!r}.")
     _check_device("augment", aug.get("device"))
+    _require(aug.get("target") in ("cut", "all"), f"`augment.target` must be cut or all, but got {aug.get('target')!r}.")
     vae = aug.get("vae")
     _require(isinstance(vae, dict), "`augment.vae` must be a mapping of the VAE's settings.")
     for key in ("latent_dim", "hidden_dim", "epochs", "batch_size"):

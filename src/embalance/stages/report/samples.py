@@ -45,7 +45,7 @@ def fold_samples(X: np.ndarray, y: np.ndarray, params: Mapping[str, Any], datase
     outside = np.setdiff1d(np.flatnonzero(np.isin(y, minority)), pool.index)
     empty = np.empty((0, X.shape[1]), dtype=X.dtype)
     try:
-        job = fold_job(parse_method(method), (Xt, yt), (pool.X[va], pool.y[va]), aug=params["augment"], key=(params["seed"], dataset, size, PROJECTION_FOLD))
+        job = fold_job(parse_method(method), (Xt, yt), (pool.X[va], pool.y[va]), aug=params["augment"], key=(params["seed"], dataset, size, PROJECTION_FOLD), minority_classes=minority)
     except InfeasibleResampling as e:
         return FoldSamples(method, size, e.status, e.reason, Xt[is_min], Xt[~is_min], empty, X[outside])
     # The sampler returns the original rows first, then the synthetic ones (all of minority classes here).
