@@ -77,10 +77,16 @@ class Pool:
     folds: list[tuple[np.ndarray, np.ndarray]]
 
 
-def draw_pool(X: np.ndarray, y: np.ndarray, *, params: Mapping[str, Any], dataset: str, size: int) -> Pool:
-    """The imbalanced pool for ``size`` (every minority class cut to ``size`` rows) and its stratified folds."""
+def draw_pool(X: np.ndarray, y: np.ndarray, *, params: Mapping[str, Any], dataset: str, size: int | str) -> Pool:
+    """The imbalanced pool for ``size`` (every minority class cut to ``size`` rows) and its stratified folds.
+
+    ``size="all"``: every training row, nothing cut or capped (the deployed model's data, see the export stage).
+    """
     seed, imb = params["seed"], params["imbalance"]
-    index = imbalanced_pool(y, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
+    if size == "all":
+        index = np.arange(len(y))
+    else:
+        index = imbalanced_pool(y, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
     Xp, yp = X[index], y[index]
     folds = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))
     return Pool(index, Xp, yp, folds)
