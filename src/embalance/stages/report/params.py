@@ -90,9 +90,12 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     perplexity = rep["projection"].get("perplexity")
     if not (isinstance(perplexity, int | float) and not isinstance(perplexity, bool) and perplexity > 0):
         raise ConfigError(f"`report.projection.perplexity` must be a number > 0, but got {perplexity!r}.")
+    mtp = rep.get("min_test_per_class", 100)
+    if not (isinstance(mtp, int) and not isinstance(mtp, bool) and mtp >= 1):
+        raise ConfigError(f"`report.min_test_per_class` must be an integer >= 1 (a balanced test set with fewer rows of a class is flagged), but got {mtp!r}.")
     cv_folds = rep["separability"].get("cv_folds")
     if not (isinstance(cv_folds, int) and not isinstance(cv_folds, bool) and cv_folds >= 2):
         raise ConfigError(f"`report.separability.cv_folds` must be an integer >= 2, but got {cv_folds!r}.")
-    return rep
+    return {**rep, "min_test_per_class": mtp}
 
 
