@@ -343,7 +343,7 @@ def report_dataset(
         print(f"report {dataset}: warning: {line}")
     _write_tables(r, rep, params, tables)
     r.figures = _write_figures(r, rep, figures)
-    if embeddings_dir is not None:
+    if embeddings_dir is not None and (rep["projection"]["methods"] or rep["separability"]["methods"]):
         X, y = np.load(embeddings_dir / dataset / "train.npy"), np.load(embeddings_dir / dataset / "train_labels.npy")
         get = _samples_getter(X, y, params, dataset)
         names = r.test_set.class_names if r.test_set is not None else ()
