@@ -96,6 +96,19 @@ def build_model_dir(tmp_path_factory: pytest.TempPathFactory, base_params: dict,
     return out, fit
 
 
+def reuse_session_encoder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """export.export_encoder replaced by a copy of the session's exported encoder; returns its report."""
+    enc_dir, report = exported_encoder(tmp_path_factory)
+
+    def reuse_encoder(model_name: str, out_dir: Path, **kwargs: Any) -> dict[str, Any]:
+        for f in (runtime.ENCODER_FILE, runtime.TOKENIZER_FILE):
+            shutil.copyfile(enc_dir / f, out_dir / f)
+        return report
+
+    monkeypatch.setattr(export, "export_encoder", reuse_encoder)
+    return report
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, base_params: dict) -> tuple[Path, Any]:
     return build_model_dir(tmp_path_factory, base_params, tmp_path_factory.mktemp("model") / "tiny")
@@ -110,6 +123,9 @@ def test_settings_validation(base_params: dict, tmp_path: Path) -> None:
         export.ExportSettings.from_params(export_params(base_params, tmp_path, encoder_graph="fast"))
     with pytest.raises(ConfigError, match=r"`export.method`: Unknown method 'gan' in 'gan'; known methods: none, random, "):
         export.ExportSettings.from_params(export_params(base_params, tmp_path, method="gan"))
+    assert export.ExportSettings.from_params(export_params(base_params, tmp_path, minority_size="all")).minority_size == "all"
+    with pytest.raises(ConfigError, match=r"`export.minority_size` must be all or an integer >= 2, but got 'most'"):
+        export.ExportSettings.from_params(export_params(base_params, tmp_path, minority_size="most"))
     with pytest.raises(ConfigError, match=r"Unknown key `export.colour` in params.yaml \(keys of `export`: method, minority_size, "):
         export.ExportSettings.from_params(export_params(base_params, tmp_path, colour=1))
     p = copy.deepcopy(base_params)
@@ -138,6 +154,19 @@ def test_choice_reads_best_json_and_applies_overrides(base_params: dict, tmp_pat
         export.choose(params, "sst2", best)
 
 
+def test_choice_with_minority_size_all_trains_on_all_rows_with_best_jsons_method(base_params: dict, tmp_path: Path) -> None:
+    params = export_params(base_params, tmp_path, minority_size="all")
+    best = tmp_path / "best.json"
+    _, choice = export.choose(params, "sst2", best)  # no best.json: export.method, no size
+    assert (choice.method, choice.minority_size, choice.data) == ("smote", None, "all")
+    best.write_text(json.dumps({"dataset": "sst2", "method": "adasyn", "minority_size": 64, "overrides": {"train.lr": 0.002}}))
+    effective, choice = export.choose(params, "sst2", best)
+    assert (choice.method, choice.minority_size, choice.data) == ("adasyn", 64, "all")  # the size only informative
+    assert effective["train"]["lr"] == 0.002
+    _, choice = export.choose(export_params(base_params, tmp_path), "sst2", best)  # an integer: the tuned size, as before
+    assert (choice.minority_size, choice.data) == (64, 64)
+
+
 def test_retrain_is_seeded_and_infeasible_choice_is_an_error(tmp_path_factory: pytest.TempPathFactory, base_params: dict, tmp_path: Path) -> None:
     from embalance.data.embeddings import load_embeddings
 
@@ -149,6 +178,10 @@ def test_retrain_is_seeded_and_infeasible_choice_is_an_error(tmp_path_factory: p
         assert np.array_equal(va.numpy(), vb.numpy()), k
     assert a.resample_info.n_real == {0: 100, 1: 16} and a.resample_info.n_synthetic == {1: 84}  # the whole pool
     assert a.metrics["n_trained"] == 200 and 1 <= a.epochs <= 6
+    keep = np.flatnonzero((emb.y_train == 0) | (np.cumsum(emb.y_train == 1) <= 30))  # 100 and 30 rows
+    every = export.retrain(emb.X_train[keep], emb.y_train[keep], params=params, dataset="tiny", method="smote", size="all", n_classes=2)
+    assert every.resample_info.n_real == {0: 100, 1: 30} and every.resample_info.n_synthetic == {1: 70}  # every row, nothing cut
+    assert every.metrics["n_pool"] == 130 and every.metrics["n_trained"] == 200
     params["augment"]["backend"] = "imblearn"  # its rule: SMOTE needs more minority samples than k
     with pytest.raises(ConfigError, match=r"\(smote, minority size 4\) cannot run: smote needs more minority samples than k_neighbors=5"):
         export.retrain(emb.X_train, emb.y_train, params=params, dataset="tiny", method="smote", size=4, n_classes=2)
@@ -224,6 +257,25 @@ def test_export_twice_gives_identical_files(tmp_path_factory: pytest.TempPathFac
     assert (a / runtime.CLASSIFIER_FILE).read_bytes() == (b / runtime.CLASSIFIER_FILE).read_bytes()
 
 
+def test_export_with_minority_size_all_trains_on_every_prepared_row(
+    tmp_path_factory: pytest.TempPathFactory, base_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reuse_session_encoder(tmp_path_factory, monkeypatch)
+    prepared, embedded = tiny_embeddings(tmp_path_factory)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "best.json").write_text(json.dumps({"dataset": "tiny", "method": "random", "minority_size": 32}))
+    params = export_params(base_params, tmp_path, minority_size="all")
+    dirs = {"embeddings_dir": embedded, "prepared_dir": prepared, "results_dir": tmp_path / "results", "out_dir": tmp_path / "models"}
+    export.run(params, "tiny", register=False, **dirs)
+    record = json.loads((tmp_path / "models" / runtime.EXPORT_FILE).read_text())
+    prepared_counts = pd.read_parquet(prepared / "train.parquet")["label"].value_counts().sort_index()
+    assert record["configuration"]["method"] == "random" and record["configuration"]["minority_size"] == 32
+    assert record["training"]["data"] == "all"
+    assert record["training"]["n_real"] == {str(c): int(n) for c, n in prepared_counts.items()} == {"0": 100, "1": 100}
+    assert record["training"]["n_synthetic"] == {} and record["training"]["n_trained"] == 200
+    assert record["training"]["description"] == "all training rows (negative: 100 real + 0 synthetic, positive: 100 real + 0 synthetic)"
+
+
 # ------------------------------------------------------------------------------------------------ MLflow
 
 
@@ -233,14 +285,7 @@ def test_run_writes_models_logs_registers_and_moves_alias(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    enc_dir, report = exported_encoder(tmp_path_factory)
-
-    def reuse_encoder(model_name: str, out_dir: Path, **kwargs: Any) -> dict[str, Any]:  # the session's export
-        for f in (runtime.ENCODER_FILE, runtime.TOKENIZER_FILE):
-            shutil.copyfile(enc_dir / f, out_dir / f)
-        return report
-
-    monkeypatch.setattr(export, "export_encoder", reuse_encoder)
+    report = reuse_session_encoder(tmp_path_factory, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
@@ -257,6 +302,7 @@ def test_run_writes_models_logs_registers_and_moves_alias(
     record = json.loads((out / "export.json").read_text())
     assert record["configuration"] == {"method": "random", "minority_size": 32, "overrides": {"train.lr": 0.002}, "source": f"best.json: {tmp_path / 'results' / 'best.json'}"}
     assert record["runtime"]["encoder_graph"] == report["chosen"] and record["runtime"]["class_names"] == ["negative", "positive"]
+    assert record["training"]["data"] == 32 and record["training"]["n_real"] == {"0": 100, "1": 32}  # an integer: the tuned size
     assert record["classifier"]["labels_agree"] == 80 and record["end_to_end_label_agreement"] == 1.0
     assert first["files"] == second["files"]  # same inputs, same bytes
 
@@ -265,6 +311,8 @@ def test_run_writes_models_logs_registers_and_moves_alias(
     assert sorted(int(v.version) for v in versions) == [1, 2]
     champion = client.get_model_version_by_alias("embalance-tiny", "champion")
     assert str(champion.version) == "2" and champion.run_id == second["registered"]["run_id"]
+    assert champion.tags["embalance.data"] == "32" and json.loads(champion.tags["embalance.n_real"]) == {"0": 100, "1": 32}
+    assert champion.description.startswith("random trained on the pool of minority size 32 (negative: 100 real + 0 synthetic")
     run = client.get_run(champion.run_id)
     assert run.data.params["method"] == "random" and run.data.params["override.train.lr"] == "0.002"
     assert run.data.tags["embalance.run_type"] == "export"

@@ -64,7 +64,7 @@ def test_oversampling_sees_only_the_training_part() -> None:
     pool = imbalanced_pool(Y, minority_classes=[1], size=8, majority_cap=None, seed=0)
     Xp, yp = X[pool], Y[pool]
     for tr, va in stratified_folds(yp, n_folds=4, seed=0):
-        X_res, y_res, info = resample("random", Xp[tr], yp[tr], {"backend": "imblearn", "k_neighbors": 5}, seed=1)
+        X_res, y_res, info = resample("random", Xp[tr], yp[tr], {"backend": "imblearn", "target": "all", "k_neighbors": 5}, seed=1)
         train_rows = {r.tobytes() for r in Xp[tr]}
         assert all(r.tobytes() in train_rows for r in X_res)
         assert not {r.tobytes() for r in Xp[va]} & {r.tobytes() for r in X_res}

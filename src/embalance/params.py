@@ -69,6 +69,12 @@ def _method(name: str) -> str:
     return name
 
 
+def _all_or_size(value: Any) -> Any:
+    if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+        raise ValueError(f"must be all or an integer >= 2, but got {value!r}")
+    return value
+
+
 def _non_blank(text: str) -> str:
     if not text.strip():
         raise ValueError(f"must be a non-empty name, but got {text!r}")
@@ -85,6 +91,7 @@ MinoritySize = Annotated[StrictInt, Field(ge=2)]
 PowerOfTwo = Annotated[StrictInt, AfterValidator(_power_of_two), Field(description="a power of two >= 2 (2, 4, 8, ...)")]
 Name = Annotated[StrictStr, AfterValidator(_non_blank), Field(description="a non-empty name")]
 Method = Annotated[StrictStr, AfterValidator(_method), Field(description="a method name (e.g. smote, smote+mixup+refit)")]
+AllOrSize = Annotated[str | int, BeforeValidator(_all_or_size), Field(description="all or an integer >= 2")]
 Seconds = Annotated[StrictInt | None, Field(ge=1, description="a whole number of seconds")]
 
 
@@ -183,6 +190,7 @@ class AugmentParams(Section):
     m_neighbors: PositiveInt
     borderline_kind: Literal["borderline-1", "borderline-2"]
     on_small_class: Literal["clip", "raise"]
+    target: Literal["cut", "all"] = "cut"  # cut: imbalance.minority_classes; all: every class below the majority (imblearn's "auto")
     vae: VaeParams
     logit_adjusted: LogitAdjustedParams
     mixup: MixupParams
@@ -219,7 +227,7 @@ class TrainParams(Section):
 
 class ExportParams(Section):  # every key has a default: a missing one means that default
     method: Method = "smote"
-    minority_size: MinoritySize = 512
+    minority_size: AllOrSize = "all"  # all: every real training row of the prepared data
     use_best: StrictBool = True
     registered_model_prefix: Name = "embalance"
     encoder_graph: Literal["auto", "fused", "plain"] = "auto"
@@ -250,6 +258,7 @@ class ReportParams(Section):
     rebalancing: Annotated[list[Method], Field(min_length=1), methods_in(REBALANCING_METHODS, "plain rebalancing methods without synthetic samples")]
     select_by: Literal["validation", "test"]
     early_epochs: PositiveInt
+    min_test_per_class: PositiveInt = 100  # a balanced test set with fewer rows per class gets a warning
     projection: ProjectionParams
     separability: SeparabilityParams
 

@@ -87,6 +87,28 @@ def _dvc_lock_hash(out_dir: Path) -> str | None:
     return None
 
 
+REASON_TAG = "embalance.reason"  # why a run did not end well: a status's reason, or the exception that ended it
+MAX_TAG_LENGTH = 5000
+
+
+def failure_reason(error: BaseException) -> str:
+    """The reason a run records when an exception ends it: the exception's type and message."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return text[:MAX_TAG_LENGTH]
+
+
+@contextlib.contextmanager
+def _reason_on_failure() -> Iterator[None]:
+    """Tag the active run with the exception that leaves the block (mlflow then ends it FAILED or KILLED)."""
+    try:
+        yield
+    except BaseException as e:
+        if mlflow.active_run() is not None:
+            with contextlib.suppress(Exception):  # the store may be what failed; the original error is what matters
+                mlflow.set_tag(REASON_TAG, failure_reason(e))
+        raise
+
+
 @contextlib.contextmanager
 def parent_run(name: str, tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A run for a stage: a child of the active run if there is one; under `mlflow run`, the project run itself.
@@ -96,15 +118,15 @@ def parent_run(name: str, tags: Mapping[str, str] | None = None, run_id: str | N
     """
     if mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
         # Take the variable away: otherwise every later start_run(nested=True) would resume this same run.
-        with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID")) as run:
+        with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID")) as run, _reason_on_failure():
             mlflow.set_tags(dict(tags or {}))
             yield run
         return
     if run_id is not None:  # resume an earlier run of this stage (an interrupted sweep)
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run:
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run, _reason_on_failure():
             yield run
         return
-    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=dict(tags or {})) as run:
+    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=dict(tags or {})) as run, _reason_on_failure():
         yield run
 
 
@@ -146,6 +168,12 @@ class RunWriter:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def fail(self, run_id: str, error: BaseException, status: str = "FAILED") -> None:
+        """End a run that an exception cut short, with the exception as its ``embalance.reason`` tag."""
+        with contextlib.suppress(Exception):  # the store may be what failed; the original error is what matters
+            self.client.set_tag(run_id, REASON_TAG, failure_reason(error))
+        self.finish(run_id, status)
 
 
 @contextlib.contextmanager

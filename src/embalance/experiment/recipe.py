@@ -13,7 +13,7 @@ are compared pairwise on equal terms.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,10 +77,16 @@ class Pool:
     folds: list[tuple[np.ndarray, np.ndarray]]
 
 
-def draw_pool(X: np.ndarray, y: np.ndarray, *, params: Mapping[str, Any], dataset: str, size: int) -> Pool:
-    """The imbalanced pool for ``size`` (every minority class cut to ``size`` rows) and its stratified folds."""
+def draw_pool(X: np.ndarray, y: np.ndarray, *, params: Mapping[str, Any], dataset: str, size: int | str) -> Pool:
+    """The imbalanced pool for ``size`` (every minority class cut to ``size`` rows) and its stratified folds.
+
+    ``size="all"``: every training row, nothing cut or capped (the deployed model's data, see the export stage).
+    """
     seed, imb = params["seed"], params["imbalance"]
-    index = imbalanced_pool(y, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
+    if size == "all":
+        index = np.arange(len(y))
+    else:
+        index = imbalanced_pool(y, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
     Xp, yp = X[index], y[index]
     folds = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))
     return Pool(index, Xp, yp, folds)
@@ -95,14 +101,18 @@ def fold_job(
     key: SeedKey,
     fold: int = 0,
     sampler_suffix: SeedKey = (),
+    minority_classes: Sequence[int] | None = None,
 ) -> FoldJob:
     """Resample a training part with the method's sampler and attach its training options and refit subsample.
 
-    Raises :class:`InfeasibleResampling` when the sampler cannot run on this part.
+    ``minority_classes`` are the protocol's cut classes (``imbalance.minority_classes``), which the samplers
+    target under ``augment.target: cut``. Raises :class:`InfeasibleResampling` when the sampler cannot run on
+    this part.
     """
     t0 = time.perf_counter()
     X_tr, y_tr = train
-    X_res, y_res, info = resample(spec.sampler, X_tr, y_tr, aug, derive_seed(*key, spec.sampler, *sampler_suffix))
+    seed = derive_seed(*key, spec.sampler, *sampler_suffix)
+    X_res, y_res, info = resample(spec.sampler, X_tr, y_tr, aug, seed, minority_classes=minority_classes)
     # Oversamplers put the real rows first; undersampling keeps only real rows.
     n_real = len(y_res) if spec.sampler == "undersample" else len(y_tr)
     options = fold_options(spec, aug, n_real=n_real, seed=derive_seed(*key, "mixup"))
@@ -123,7 +133,10 @@ def cell_folds(emb: Embeddings, *, method: str, size: int, params: Mapping[str, 
     for k, (tr, va) in enumerate(pool.folds):
         t0 = time.perf_counter()
         try:
-            yield fold_job(spec, (pool.X[tr], pool.y[tr]), (pool.X[va], pool.y[va]), aug=params["augment"], key=(params["seed"], dataset, size, k), fold=k)
+            yield fold_job(
+                spec, (pool.X[tr], pool.y[tr]), (pool.X[va], pool.y[va]), aug=params["augment"], key=(params["seed"], dataset, size, k), fold=k,
+                minority_classes=params["imbalance"]["minority_classes"],
+            )  # fmt: skip
         except InfeasibleResampling as e:
             yield FoldOutcome(k, e.status, e.reason, None, seconds=time.perf_counter() - t0)
 

@@ -2,7 +2,10 @@
 
 1. **The configuration.** ``results/<dataset>/best.json`` (written by the tuning stage) when it exists and
    ``export.use_best`` is true, else ``export.method`` / ``export.minority_size`` from params.yaml.
-2. **Retraining** on the whole imbalanced pool of that minority size, with its oversampler, in two passes:
+2. **Retraining** on the data of ``export.minority_size``: ``all`` (the default), every training row of the
+   prepared data, nothing cut (best.json's minority size is then only informative); an integer, the imbalanced
+   pool of the chosen minority size (best.json's, or that integer without it). With the chosen oversampler, in
+   two passes:
    (a) the protocol's fold 0 (of ``cv.n_folds`` stratified folds, the same fold the sweep uses) is held out,
    the rest is oversampled and an MLP is trained with early stopping on the held-out slice: this picks the
    number of epochs and gives honest validation numbers; (b) the whole pool is oversampled and a fresh MLP
@@ -70,7 +73,7 @@ class ExportError(EmbalanceError):
 @dataclass(frozen=True)
 class ExportSettings:
     method: str = "smote"
-    minority_size: int = 512
+    minority_size: int | str = "all"  # "all": every training row | an integer: the tuned (best.json) or this size
     use_best: bool = True
     registered_model_prefix: str = "embalance"
     encoder_graph: str = "auto"  # auto | fused | plain
@@ -86,9 +89,10 @@ class ExportSettings:
 @dataclass(frozen=True)
 class Choice:
     method: str
-    minority_size: int
+    minority_size: int | None  # the tuned (best.json) or given size; only informative when ``data`` is "all"
     overrides: dict[str, Any]
     source: str  # "best.json: <path>" or "params.yaml export section"
+    data: int | str = "all"  # what the model is trained on: "all" training rows, or the pool of this minority size
 
 
 def choose(params: Mapping[str, Any], dataset: str, best_path: Path | None) -> tuple[dict[str, Any], Choice]:
@@ -108,10 +112,13 @@ def choose(params: Mapping[str, Any], dataset: str, best_path: Path | None) -> t
             raise ConfigError(f"`overrides` in {str(best_path)!r} must map dotted params to values, but got {overrides!r}.")
         choice = Choice(str(best["method"]), best["minority_size"], dict(overrides), f"best.json: {best_path}")
     else:
-        choice = Choice(settings.method, settings.minority_size, {}, "params.yaml export section")
+        given = None if settings.minority_size == "all" else settings.minority_size
+        choice = Choice(settings.method, given, {}, "params.yaml export section")
+    choice = dataclasses.replace(choice, data="all" if settings.minority_size == "all" else choice.minority_size)
     effective = set_values(params, dict(sorted(choice.overrides.items())), source=choice.source)
+    chosen = {"export.method": choice.method, "export.minority_size": "all" if choice.minority_size is None else choice.minority_size}
     try:  # the chosen method and size obey the rules of `export.method` and `export.minority_size`
-        validate(set_values(effective, {"export.method": choice.method, "export.minority_size": choice.minority_size}))
+        validate(set_values(effective, chosen))
     except ConfigError as e:
         raise ConfigError(f"The configuration to export ({choice.source}): {e}") from None
     return effective, choice
@@ -135,21 +142,24 @@ def retrain(
     params: Mapping[str, Any],
     dataset: str,
     method: str,
-    size: int,
+    size: int | str,
     n_classes: int,
 ) -> Retrained:
-    """Train the exported MLP on the whole imbalanced pool (see the module docstring for the two passes)."""
+    """Train the exported MLP on ``size``'s data: "all" training rows, or the imbalanced pool of that minority size
+    (see the module docstring for the two passes)."""
     pool = draw_pool(X_train, y_train, params=params, dataset=dataset, size=size)
     tr, va = pool.folds[0]
     config = dataclasses.replace(TrainConfig.from_params(params["train"]), both_readings=False)
     spec = parse_method(method)
     key = (params["seed"], dataset, size, "export")
     held_out = (pool.X[va], pool.y[va])
+    recipe = {"aug": params["augment"], "key": key, "minority_classes": params["imbalance"]["minority_classes"]}
     try:
-        job_a = fold_job(spec, (pool.X[tr], pool.y[tr]), held_out, aug=params["augment"], key=key, sampler_suffix=("a",))
-        job_b = fold_job(spec, (pool.X, pool.y), held_out, aug=params["augment"], key=key)
+        job_a = fold_job(spec, (pool.X[tr], pool.y[tr]), held_out, sampler_suffix=("a",), **recipe)
+        job_b = fold_job(spec, (pool.X, pool.y), held_out, **recipe)
     except InfeasibleResampling as e:
-        raise ConfigError(f"The configuration to export ({method}, minority size {size}) cannot run: {e.reason}") from e
+        what = "all training rows" if size == "all" else f"minority size {size}"
+        raise ConfigError(f"The configuration to export ({method}, {what}) cannot run: {e.reason}") from e
     fit_a = fit_mlp(job_a.X, job_a.y, *held_out, n_classes=n_classes, config=config, seed=job_a.seed, options=job_a.options)
     # The epoch count: early stopping's best epoch on the held-out slice, or the fixed budget.
     epochs = max(fit_a.best_epoch, 1) if config.early_stopping else config.fixed_epochs
@@ -166,6 +176,13 @@ def retrain(
         "n_trained": float(len(job_b.y)),
     }
     return Retrained(fit_b.model.cpu().eval(), epochs, job_b.info, metrics)
+
+
+def trained_on(choice: Choice, info: ResampleInfo, class_names: Sequence[str]) -> dict[str, Any]:
+    """What the exported model saw: "all" rows or a minority size, real and synthetic rows per class, in words too."""
+    per_class = ", ".join(f"{class_names[c]}: {n} real + {info.n_synthetic.get(c, 0)} synthetic" for c, n in sorted(info.n_real.items()))
+    rows = "all training rows" if choice.data == "all" else f"the pool of minority size {choice.data}"
+    return {"data": choice.data, "n_real": info.n_real, "n_synthetic": info.n_synthetic, "skipped": info.skipped, "description": f"{rows} ({per_class})"}
 
 
 # ------------------------------------------------------------------------------------------------------ ONNX
@@ -401,6 +418,8 @@ def log_and_register(
     metrics: Mapping[str, float] | None = None,
     tags: Mapping[str, str] | None = None,
     alias: str = CHAMPION,
+    version_tags: Mapping[str, str] | None = None,
+    description: str | None = None,
 ) -> Any:
     """Log ``model_dir`` as one pyfunc model in a run ``export <dataset>``, register it and move ``alias`` to it.
 
@@ -442,7 +461,10 @@ def log_and_register(
         version = str(info.registered_model_version)
         client = MlflowClient()
         client.set_registered_model_alias(name, alias, version)
-        client.set_model_version_tag(name, version, "embalance.run_id", run.info.run_id)
+        for key, value in {"embalance.run_id": run.info.run_id, **(version_tags or {})}.items():
+            client.set_model_version_tag(name, version, key, value)
+        if description:
+            client.update_model_version(name, version, description=description)
         return client.get_model_version(name, version)
 
 
@@ -475,7 +497,7 @@ def run(
     seed_everything(effective["seed"])
 
     t0 = time.perf_counter()
-    fit = retrain(emb.X_train, emb.y_train, params=effective, dataset=dataset, method=choice.method, size=choice.minority_size, n_classes=emb.n_classes)
+    fit = retrain(emb.X_train, emb.y_train, params=effective, dataset=dataset, method=choice.method, size=choice.data, n_classes=emb.n_classes)
     test = test_metrics(predict_proba(fit.model, emb.X_test), emb.y_test, emb.n_classes)
     classifier = export_classifier(fit.model, out_dir / runtime.CLASSIFIER_FILE, emb.X_test)
     torch.save(fit.model.checkpoint(), out_dir / CHECKPOINT_FILE)  # the PyTorch reference (benchmarks/serve.py)
@@ -487,7 +509,7 @@ def run(
     record: dict[str, Any] = {
         "dataset": dataset,
         "configuration": {"method": choice.method, "minority_size": choice.minority_size, "overrides": choice.overrides, "source": choice.source},
-        "training": {**fit.metrics, "n_real": fit.resample_info.n_real, "n_synthetic": fit.resample_info.n_synthetic},
+        "training": {**fit.metrics, **trained_on(choice, fit.resample_info, list(emb.class_names))},
         "test": test,
         "classifier": classifier,
         "encoder": encoder,
@@ -509,17 +531,22 @@ def run(
         record["end_to_end_label_agreement"] = float(np.mean(onnx_labels == torch_labels))
         write_json(out_dir / runtime.EXPORT_FILE, record)
     print(
-        f"export {dataset}: {choice.method} n={choice.minority_size} ({choice.source}); test balanced accuracy {test['test_balanced_accuracy']:.4f}; "
+        f"export {dataset}: {choice.method} on {record['training']['description']} ({choice.source}); test balanced accuracy {test['test_balanced_accuracy']:.4f}; "
         f"encoder {encoder['chosen']} (min cosine {encoder['graphs'][encoder['chosen']]['min_cosine']:.6f}); -> {out_dir}"
     )
     if register:
         tracking.setup(effective)
         emb_tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset}
-        flat = {"method": choice.method, "minority_size": choice.minority_size, "source": choice.source, "encoder_graph": encoder["chosen"],
+        flat = {"method": choice.method, "minority_size": choice.minority_size, "data": choice.data, "source": choice.source, "encoder_graph": encoder["chosen"],
                 "seed": effective["seed"], **{f"override.{k}": v for k, v in choice.overrides.items()}}  # fmt: skip
         metrics = {**{k: v for k, v in test.items() if np.isfinite(v)}, **fit.metrics, "encoder_min_cosine": encoder["graphs"][encoder["chosen"]]["min_cosine"],
                    "classifier_max_abs_diff": classifier["max_abs_diff_probabilities"]}  # fmt: skip
-        mv = log_and_register(out_dir, dataset=dataset, prefix=settings.registered_model_prefix, run_params=flat, metrics=metrics, tags=emb_tags)
+        training = record["training"]
+        seen = {"embalance.data": str(choice.data), "embalance.n_real": json.dumps(training["n_real"]), "embalance.n_synthetic": json.dumps(training["n_synthetic"])}
+        mv = log_and_register(
+            out_dir, dataset=dataset, prefix=settings.registered_model_prefix, run_params=flat, metrics=metrics, tags=emb_tags, version_tags=seen,
+            description=f"{choice.method} trained on {training['description']}.",
+        )  # fmt: skip
         record["registered"] = {"name": mv.name, "version": str(mv.version), "alias": CHAMPION, "run_id": mv.run_id}
         print(f"export {dataset}: registered {mv.name} version {mv.version} (alias {CHAMPION})")
     return record

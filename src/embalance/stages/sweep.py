@@ -107,8 +107,8 @@ def run_sweep(
                 if writer and run_id:
                     try:
                         _log_cell(writer, run_id, params, dataset, method, size, outcomes, summary)
-                    except BaseException:
-                        writer.finish(run_id, "FAILED")
+                    except BaseException as e:
+                        writer.fail(run_id, e)
                         raise
                 cell = {"dataset": dataset, "method": method, "minority_size": size, **summary, "mlflow_run_id": run_id or ""}
                 cell_folds_rows = [
@@ -150,14 +150,14 @@ def _log_cell(
             curves=o.curves,
             tags={
                 "embalance.status": o.status,
-                "embalance.reason": o.reason,
+                "embalance.reason": o.reason or ("" if o.status == "ok" else o.status),
                 "embalance.sampler_status": o.info.status if o.info else o.status,
                 "embalance.seconds": f"{o.seconds:.3f}",
             },
         )
         writer.finish(fold_id)
     numeric = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
-    writer.log(run_id, params=cp, metrics=numeric, tags={"embalance.status": summary["status"], "embalance.reason": summary["reason"]})
+    writer.log(run_id, params=cp, metrics=numeric, tags={"embalance.status": summary["status"], "embalance.reason": summary["reason"] or ("" if summary["status"] == "ok" else summary["status"])})
     writer.finish(run_id)
 
 
@@ -180,14 +180,17 @@ def plot_curve(cells: pd.DataFrame, path: Path, dataset: str, metric: str = "tes
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from embalance.stages.report.figures import method_style
+
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     for method, df in cells.groupby("method", sort=False):
         df = df.sort_values("minority_size")
         ran = df[df["n_folds_ok"] > 0]
         if len(ran):
             m, s = ran[f"{metric}_mean"].to_numpy(), ran[f"{metric}_std"].to_numpy()
-            ax.plot(ran["minority_size"], m, marker="o", label=str(method))
-            ax.fill_between(ran["minority_size"], m - s, m + s, alpha=0.15)
+            style = method_style(str(method))
+            ax.plot(ran["minority_size"], m, label=str(method), ms=4, **style)
+            ax.fill_between(ran["minority_size"], m - s, m + s, color=style["color"], alpha=0.10, lw=0)
         skipped = df[df["n_folds_ok"] == 0]
         if len(skipped):
             ax.plot([], [], " ", label=f"{method}: no run at n={', '.join(map(str, skipped['minority_size']))}")

@@ -36,11 +36,17 @@ parameter, and what happened is recorded in the fitted attributes ``status_`` an
   ``"skip"`` (that class gets no synthetic sample; ``status_ = "no_danger"``).
 - ADASYN finding no majority neighbour for any minority sample (``on_no_majority_neighbour``):
   ``"raise"`` (default) or ``"skip"`` (``status_ = "no_majority_neighbour"``).
+- ADASYN's rounding leaving nothing to make for a class (``rint(r_i * n_new)`` is 0 for every sample,
+  e.g. a class a few rows short of the majority spread over many samples; imbalanced-learn raises):
+  the class is always skipped (``status_ = "rounding_to_zero"``), the other classes are resampled.
 
-Statuses: ``"ok"``, ``"clipped_k"``, ``"no_danger"``, ``"no_majority_neighbour"`` (fitted), and the
-`InfeasibleResampling` statuses ``"too_few_minority"``, ``"too_few_samples"`` (fewer samples in the
-whole data set than ``m_neighbors``/``n_neighbors`` + 1), ``"no_danger"``,
-``"no_majority_neighbour"`` and ``"rounding_to_zero"`` (ADASYN's rounding leaves nothing to make).
+Every skipped class is recorded in the fitted ``skipped_`` (class -> status) and its reason in
+``reason_``; its ``n_synthetic_`` is 0.
+
+Statuses: ``"ok"``, ``"clipped_k"``, ``"no_danger"``, ``"no_majority_neighbour"``,
+``"rounding_to_zero"`` (fitted), and the `InfeasibleResampling` statuses ``"too_few_minority"``,
+``"too_few_samples"`` (fewer samples in the whole data set than ``m_neighbors``/``n_neighbors`` + 1),
+``"no_danger"`` and ``"no_majority_neighbour"``.
 When several classes are resampled, ``status_`` is the most severe class status and ``reason_``
 joins the reasons.
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     Plan = tuple[int, Callable[[torch.Tensor], None]]
 
 # Status severity: the fitted ``status_`` of a multi-class fit is the most severe class status.
-_SEVERITY = {"ok": 0, "clipped_k": 1, "no_danger": 2, "no_majority_neighbour": 2}
+_SEVERITY = {"ok": 0, "clipped_k": 1, "no_danger": 2, "no_majority_neighbour": 2, "rounding_to_zero": 2}
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +102,7 @@ class _TorchOverSampler(BaseOverSampler):
         self.device_ = resolve_device(self.device)
         self.n_synthetic_: dict = {}
         self.k_effective_: dict = {}
+        self.skipped_: dict = {}  # class -> why it got no synthetic sample (a status)
         self.status_ = "ok"
         self.reason_ = ""
         self._reasons: list[str] = []
@@ -111,6 +112,11 @@ class _TorchOverSampler(BaseOverSampler):
             self.status_ = status
         self._reasons.append(reason)
         self.reason_ = " ".join(self._reasons)
+
+    def _skip(self, klass: object, status: str, reason: str) -> None:
+        """Class ``klass`` gets no synthetic sample: recorded in ``skipped_``, ``status_`` and ``reason_``."""
+        self.skipped_[klass] = status
+        self._note(status, reason)
 
     def _effective_k(self, klass: object, n_min: int, k: int, param: str) -> int:
         """The neighbour count used for class ``klass`` under the ``on_small_class`` policy."""

@@ -22,7 +22,8 @@ class RandomOverSampler(_TorchOverSampler):
 
     Parameters: ``sampling_strategy``, ``random_state``, ``device``.
     Fitted: ``sampling_strategy_``, ``sample_indices_`` (rows of the input, original ones first),
-    ``n_synthetic_``, ``k_effective_`` (empty), ``status_`` (always ``"ok"``), ``reason_``, ``device_``.
+    ``n_synthetic_``, ``k_effective_`` (empty), ``skipped_`` (empty),
+    ``status_`` (always ``"ok"``), ``reason_``, ``device_``.
     """
 
     _parameter_constraints: ClassVar[dict] = {**_TorchOverSampler._parameter_constraints}

@@ -22,8 +22,8 @@ class SMOTE(_TorchOverSampler):
 
     Parameters: ``sampling_strategy``, ``random_state``, ``k_neighbors`` (int >= 1, default 5),
     ``on_small_class`` (``"clip"`` | ``"raise"``), ``device``.
-    Fitted: ``sampling_strategy_``, ``n_synthetic_``, ``k_effective_``, ``status_``, ``reason_``,
-    ``device_``.
+    Fitted: ``sampling_strategy_``, ``n_synthetic_``, ``k_effective_``, ``skipped_`` (class -> the status
+    of a class that got no synthetic sample), ``status_``, ``reason_``, ``device_``.
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -167,7 +167,7 @@ class BorderlineSMOTE(SMOTE):
                 raise InfeasibleResampling(
                     "no_danger", reason + " Set on_no_danger='skip' to skip the class."
                 )
-            self._note("no_danger", reason + " The class was skipped (on_no_danger='skip').")
+            self._skip(klass, "no_danger", reason + " The class was skipped (on_no_danger='skip').")
             return None
 
         X_danger = X_class.index_select(0, danger_rows)  # (n_danger, d)
@@ -199,7 +199,7 @@ class ADASYN(_TorchOverSampler):
     ``on_small_class`` applies to the interpolation step, whose neighbours are minority samples.
     Fitted: ``sampling_strategy_``, ``n_synthetic_`` (after rounding), ``k_effective_``,
     ``n_generated_per_sample_`` (class -> int array, one count per sample of the class, in input
-    order), ``status_``, ``reason_``, ``device_``.
+    order), ``skipped_``, ``status_``, ``reason_``, ``device_``.
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -261,8 +261,8 @@ class ADASYN(_TorchOverSampler):
                     "no_majority_neighbour",
                     reason + " Set on_no_majority_neighbour='skip' to skip the class.",
                 )
-            self._note(
-                "no_majority_neighbour", reason + " The class was skipped (on_no_majority_neighbour='skip')."
+            self._skip(
+                klass, "no_majority_neighbour", reason + " The class was skipped (on_no_majority_neighbour='skip')."
             )
             self.n_generated_per_sample_[klass] = np.zeros(n_min, dtype=np.int64)
             return None
@@ -270,12 +270,14 @@ class ADASYN(_TorchOverSampler):
         counts = np.rint(ratio * n_new).astype(np.int64)
         self.n_generated_per_sample_[klass] = counts
         n_made = int(counts.sum())
-        if n_made == 0:
-            raise InfeasibleResampling(
+        if n_made == 0:  # imbalanced-learn raises here; one such class would cost the others theirs
+            self._skip(
+                klass,
                 "rounding_to_zero",
-                f"ADASYN would make 0 samples of class {_label(klass)}: {n_new} requested, spread over "
-                f"{n_min} samples, round to 0 each.",
+                f"ADASYN made 0 samples of class {_label(klass)}: {n_new} requested, spread over "
+                f"{n_min} samples, round to 0 each; the class was skipped.",
             )
+            return None
 
         device = X_t.device
         nns = _kneighbors(X_class, X_class, k, exclude=torch.arange(n_min, device=device))

@@ -109,7 +109,7 @@ class VAEOverSampler(_TorchOverSampler):
     ``beta`` (1.0, weight of the KL term), ``epochs`` (100), ``lr`` (1e-3), ``batch_size`` (64),
     ``sample_from``, ``device``. Training runs in float32 whatever the input type, and on CPU in
     one thread (torch's thread count is restored afterwards): the matrices are too small to share.
-    Fitted: ``sampling_strategy_``, ``n_synthetic_``, ``k_effective_`` (empty), ``status_``,
+    Fitted: ``sampling_strategy_``, ``n_synthetic_``, ``k_effective_`` (empty), ``skipped_`` (empty), ``status_``,
     ``reason_``, ``device_``, ``models_`` (class -> trained `VAE`, on ``device_``),
     ``scalers_`` (class -> (mean, scale) arrays), ``train_loss_`` (class -> mean loss of the last
     epoch).

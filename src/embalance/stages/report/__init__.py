@@ -3,7 +3,7 @@
 It reads what the sweep wrote (``results/<dataset>/cells.csv`` and ``folds.csv``) and, where present, what tuning
 wrote (``results/<dataset>/best.json``), and writes ``reports/``:
 
-- ``tables/<dataset>_results.{md,csv}``: method × minority size, mean and 95% t-interval over the folds that ran,
+- ``tables/<dataset>_results.{md,csv}``: method × minority size, mean and 95% interval (folds and test set) over the folds that ran,
   of balanced test accuracy and macro-F1; the best cell per size marked; cells that could not run with their
   status and reason.
 - ``tables/<dataset>_tests.{md,csv}``: every method against ``none`` and against ``random`` (``report.baselines``),
@@ -32,8 +32,15 @@ The same files go to an MLflow run named ``report``.
 
 Statistics, precisely:
 
-- **CI**: mean ± t(0.975, n-1) · s / sqrt(n) over the n folds that ran (s with ddof=1); n = 1 gives no interval.
-- **Paired test**: differences d_k = method_k - baseline_k over the folds k where both ran. Differences with
+- **CI**: mean ± t(0.975, ν) · sqrt(s²/n + v_test) over the n folds that ran (s with ddof=1); n = 1 gives no interval.
+  v_test = (1/C²) Σ_c p̃_c(1 − p̃_c)/m_c is the binomial sampling variance of a balanced accuracy on the balanced test
+  set (m_c rows of class c, p_c the cell's mean recall of class c, p̃_c = (m_c p_c + 1)/(m_c + 2)); the test set is
+  shared by every fold, so v_test is not divided by n; ν by Welch-Satterthwaite (``stats.combined_interval``). The
+  interval of a paired difference adds both cells' v_test (no correlation assumed: conservative). The test set's
+  size comes from the embeddings' ``test_labels.npy`` (else the prepared ``meta.json``); a test set with fewer than
+  ``report.min_test_per_class`` rows of a class is flagged in the console, in MLflow and in the README.
+- **Paired test**: differences d_k = method_k - baseline_k over the folds k where both ran; conditional on the test
+  set (every method is scored on the same rows), the generalisation to other test rows is in the interval. Differences with
   |d| <= 1e-12 count as zero and are dropped (Wilcoxon's treatment of zeros); scipy's ``wilcoxon`` on the rest,
   two-sided, ``method="auto"`` (exact null distribution without ties; with ties an exact permutation test for
   up to 13 pairs, the normal approximation beyond). Fewer than 2 pairs, or no non-zero difference: no test,
@@ -64,7 +71,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +83,7 @@ from embalance.io import default_dir
 from embalance.runtime import derive_seed
 
 from .figures import (
+    chance_level,
     method_families,
     method_style,
     plot_early_stops,
@@ -103,7 +111,10 @@ from .samples import FoldSamples, fold_samples, separability_auc, tsne_projectio
 from .stats import (
     CONFIDENCE,
     ZERO_TOL,
+    BalancedTestSet,
     PairedTest,
+    binomial_variance,
+    combined_interval,
     holm,
     paired_comparisons,
     paired_test,
@@ -122,6 +133,7 @@ from .tables import (
     readings_table,
     selection_available,
     significant,
+    small_test_set,
     summary_table,
     synthetic_vs_rebalancing,
     tuning_table,
@@ -139,6 +151,7 @@ from .text import (
     synaug_file_text,
     synthetic_vs_rebalancing_file_text,
     synthetic_vs_rebalancing_lines,
+    test_set_lines,
     training_length_file_text,
     variant_lines,
 )
@@ -155,14 +168,18 @@ __all__ = [
     "READINGS",
     "SELECT_BY",
     "ZERO_TOL",
+    "BalancedTestSet",
     "DatasetReport",
     "FoldSamples",
     "PairedTest",
     "analyse",
     "baseline_line",
     "best_of",
+    "binomial_variance",
+    "chance_level",
     "check_params",
     "claim_lines",
+    "combined_interval",
     "comparison_markdown",
     "comparison_pairs",
     "comparison_table",
@@ -174,6 +191,7 @@ __all__ = [
     "headline_readings",
     "holm",
     "load_results",
+    "load_test_set",
     "method_families",
     "method_style",
     "paired_comparisons",
@@ -199,11 +217,13 @@ __all__ = [
     "selection_available",
     "separability_auc",
     "separability_markdown",
+    "small_test_set",
     "summary_table",
     "synthetic_vs_rebalancing",
     "synthetic_vs_rebalancing_lines",
     "synthetic_vs_rebalancing_markdown",
     "t_interval",
+    "test_set_lines",
     "tests_markdown",
     "tsne_projection",
     "tuning_table",
@@ -214,24 +234,51 @@ __all__ = [
 ]
 
 
-def analyse(cells: pd.DataFrame, folds: pd.DataFrame, best: Mapping[str, Any] | None, rep: Mapping[str, Any], dataset: str) -> DatasetReport:
-    """Every table of one dataset from its results (no files, no figures, no embeddings)."""
-    alpha = float(rep["alpha"])
+def analyse(
+    cells: pd.DataFrame, folds: pd.DataFrame, best: Mapping[str, Any] | None, rep: Mapping[str, Any], dataset: str, test_set: BalancedTestSet | None = None
+) -> DatasetReport:
+    """Every table of one dataset from its results (no files, no figures, no embeddings); ``test_set``: its balanced
+    test set, whose sampling error every interval includes (None: intervals over the folds only, and a warning)."""
+    alpha, ts = float(rep["alpha"]), test_set
     methods = list(dict.fromkeys(cells["method"]))
     synthetic = [m for m in rep["synthetic"] if m in methods]
     rebalancing = [m for m in rep["rebalancing"] if m in methods]
     select_by = rep["select_by"] if selection_available(folds, rep["select_by"]) else "test"
-    svr_pairs, svr_best = synthetic_vs_rebalancing(folds, synthetic, rebalancing, alpha=alpha, select_by=select_by)
+    svr_pairs, svr_best = synthetic_vs_rebalancing(folds, synthetic, rebalancing, alpha=alpha, select_by=select_by, test_set=ts)
     return DatasetReport(
-        dataset=dataset, summary=summary_table(cells, folds), comparisons=comparison_table(folds, methods, list(rep["baselines"]), alpha=alpha),
-        tuning=tuning_table(best), separability=pd.DataFrame(columns=["method", "minority_size", "status", "reason", "n_per_class", "auc"]),
+        dataset=dataset, summary=summary_table(cells, folds, test_set=ts), comparisons=comparison_table(folds, methods, list(rep["baselines"]), alpha=alpha, test_set=ts),
+        tuning=tuning_table(best), separability=pd.DataFrame(columns=SEPARABILITY_COLUMNS),
         projections=[], figures=[], methods=methods, synthetic=synthetic, rebalancing=rebalancing,
         missing=[m for m in (*rep["synthetic"], *rep["rebalancing"]) if m not in methods], svr_pairs=svr_pairs, svr_best=svr_best,
-        variants=variant_comparisons(folds, methods, alpha=alpha), variants_missing=variant_pairs(methods)[1],
-        early_stops=early_stop_table(folds, int(rep["early_epochs"])), readings=readings_table(folds, alpha=alpha),
-        primary_reading=primary_reading(folds), headline=headline_readings(folds, methods, synthetic, rebalancing, alpha=alpha, select_by=select_by),
-        select_by=select_by,
+        variants=variant_comparisons(folds, methods, alpha=alpha, test_set=ts), variants_missing=variant_pairs(methods)[1],
+        early_stops=early_stop_table(folds, int(rep["early_epochs"])), readings=readings_table(folds, alpha=alpha, test_set=ts),
+        primary_reading=primary_reading(folds),
+        headline=headline_readings(folds, methods, synthetic, rebalancing, alpha=alpha, select_by=select_by, test_set=ts),
+        select_by=select_by, test_set=ts, small_test_set=small_test_set(ts, int(rep["min_test_per_class"])),
     )
+
+
+SEPARABILITY_COLUMNS = ["method", "minority_size", "class", "status", "reason", "n_per_class", "auc"]
+
+
+def load_test_set(params: Mapping[str, Any], dataset: str, embeddings_dir: Path | None, prepared_dir: Path | None = None) -> BalancedTestSet | None:
+    """Rows per class of a dataset's balanced test set (``test_labels.npy`` of its embeddings, else ``test_counts`` of the
+    prepared ``meta.json``) and its class names (that ``meta.json``, else ``data.class_names``); None when neither file
+    is there."""
+    import json
+
+    meta_path = (prepared_dir or default_dir("prepared", dataset)) / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    names = meta.get("class_names") or (params.get("data", {}).get("class_names") or {}).get(dataset) or []
+    labels = embeddings_dir / dataset / "test_labels.npy" if embeddings_dir is not None else None
+    if labels is not None and labels.is_file():
+        counts = np.bincount(np.load(labels).astype(int), minlength=len(names)).tolist()
+    elif meta.get("test_counts"):
+        counts = [int(meta["test_counts"].get(str(c), 0)) for c in range(max(len(names), max(int(k) for k in meta["test_counts"]) + 1))]
+    else:
+        return None
+    names = [str(n) for n in names] if len(names) == len(counts) else [str(c) for c in range(len(counts))]
+    return BalancedTestSet(tuple(int(m) for m in counts), tuple(names))
 
 
 def _write_tables(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[str, Any], tables: Path) -> None:
@@ -261,7 +308,7 @@ def _write_figures(r: DatasetReport, rep: Mapping[str, Any], figures: Path) -> l
     figs = []
     for metric in METRICS:
         name = f"{d}_{metric.removeprefix('test_')}_vs_size.png"
-        plot_metric_vs_size(r.summary, metric, d, figures / name)
+        plot_metric_vs_size(r.summary, metric, d, figures / name, chance=r.chance)
         figs.append(name)
     for base in rep["baselines"]:
         if len(r.comparisons) and (r.comparisons["baseline"] == base).any():
@@ -282,62 +329,93 @@ def _write_figures(r: DatasetReport, rep: Mapping[str, Any], figures: Path) -> l
 
 
 def report_dataset(
-    params: Mapping[str, Any], dataset: str, *, results_dir: Path, out_dir: Path, embeddings_dir: Path | None, progress: bool = True
+    params: Mapping[str, Any], dataset: str, *, results_dir: Path, out_dir: Path, embeddings_dir: Path | None, progress: bool = True,
+    prepared_dir: Path | None = None,
 ) -> DatasetReport:
-    """Tables and figures of one dataset under out_dir/{tables,figures}; the embeddings are needed for the
-    projection and the separability score only (``embeddings_dir=None`` leaves them out)."""
+    """Tables and figures of one dataset under out_dir/{tables,figures}; the embeddings are needed for the test set's
+    size (else the prepared ``meta.json``), the projection and the separability score (``embeddings_dir=None`` leaves
+    the last two out)."""
     rep = check_params(params)
     cells, folds, best = load_results(results_dir, dataset)
     tables, figures = out_dir / "tables", out_dir / "figures"
-    r = analyse(cells, folds, best, rep, dataset)
+    r = analyse(cells, folds, best, rep, dataset, load_test_set(params, dataset, embeddings_dir, prepared_dir))
+    for line in test_set_lines(r):
+        print(f"report {dataset}: warning: {line}")
     _write_tables(r, rep, params, tables)
     r.figures = _write_figures(r, rep, figures)
-    if embeddings_dir is not None:
+    if embeddings_dir is not None and (rep["projection"]["methods"] or rep["separability"]["methods"]):
         X, y = np.load(embeddings_dir / dataset / "train.npy"), np.load(embeddings_dir / dataset / "train_labels.npy")
-        proj, sepc = rep["projection"], rep["separability"]
-        cache: dict[tuple[str, int], FoldSamples] = {}
+        get = _samples_getter(X, y, params, dataset)
+        names = r.test_set.class_names if r.test_set is not None else ()
+        cut = [(int(c), names[c] if c < len(names) else str(c)) for c in params["imbalance"]["minority_classes"]]
+        _separability(r, rep, params, get, cut, tables, figures, progress)
+        _projections(r, rep, params, get, cut, figures, progress)
+    return r
 
-        def get(method: str, size: int) -> FoldSamples:
-            if (method, size) not in cache:
-                try:
-                    cache[(method, size)] = fold_samples(X, y, params, dataset, method, size)
-                except ConfigError as e:  # a size this dataset's minority class cannot provide (the sizes span datasets)
-                    empty = np.empty((0, X.shape[1]), dtype=X.dtype)
-                    cache[(method, size)] = FoldSamples(method, size, "size_too_large", str(e), empty, empty, empty, empty)
-            return cache[(method, size)]
 
-        rows = []
-        for method in sepc["methods"]:
-            for size in sepc["sizes"]:
-                s = get(method, size)
+def _samples_getter(X: np.ndarray, y: np.ndarray, params: Mapping[str, Any], dataset: str) -> Callable[[str, int], FoldSamples]:
+    """fold_samples of a (method, size), computed once; a size the minority class cannot provide is a recorded status."""
+    cache: dict[tuple[str, int], FoldSamples] = {}
+
+    def get(method: str, size: int) -> FoldSamples:
+        if (method, size) not in cache:
+            try:
+                cache[(method, size)] = fold_samples(X, y, params, dataset, method, size)
+            except ConfigError as e:  # a size this dataset's minority class cannot provide (the sizes span datasets)
+                empty = np.empty((0, X.shape[1]), dtype=X.dtype)
+                cache[(method, size)] = FoldSamples(method, size, "size_too_large", str(e), empty, empty, empty, empty)
+        return cache[(method, size)]
+
+    return get
+
+
+def _separability(
+    r: DatasetReport, rep: Mapping[str, Any], params: Mapping[str, Any], get: Callable[[str, int], FoldSamples], cut: Sequence[tuple[int, str]],
+    tables: Path, figures: Path, progress: bool,
+) -> None:
+    """ROC AUC of held-out real rows of each cut class against the synthetic rows of that class, per method and size."""
+    sepc, dataset, rows = rep["separability"], r.dataset, []
+    for method in sepc["methods"]:
+        for size in sepc["sizes"]:
+            for c, name in cut:
+                s = get(method, size).of_class(c)
                 auc, n = (math.nan, 0) if s.status != "ok" else separability_auc(
                     s.X_unseen, s.X_synthetic, cv_folds=sepc["cv_folds"], max_points=sepc["max_points"], seed=derive_seed(params["seed"], dataset, size, method, "separability")
                 )
                 status = s.status if s.status != "ok" or not np.isnan(auc) else "too_few_samples"
                 reason = s.reason if s.status != "ok" else ("" if not np.isnan(auc) else f"{n} sample(s) per side: fewer than 2")
-                rows.append({"method": method, "minority_size": size, "status": status, "reason": reason, "n_per_class": n, "auc": auc})
+                rows.append({"method": method, "minority_size": size, "class": name, "status": status, "reason": reason, "n_per_class": n, "auc": auc})
                 if progress:
-                    print(f"report {dataset}: separability {method} n={size}: {auc:.3f}" if status == "ok" else f"report {dataset}: separability {method} n={size}: {status}")
-        if rows:
-            r.separability = pd.DataFrame(rows)
-            r.separability.to_csv(tables / f"{dataset}_separability.csv", index=False)
-            (tables / f"{dataset}_separability.md").write_text(separability_markdown(r.separability) + "\n")
-            plot_separability(r.separability, dataset, figures / f"{dataset}_separability.png")
-            r.figures.append(f"{dataset}_separability.png")
-        for method in proj["methods"]:
-            s = get(method, proj["size"])
+                    print(f"report {dataset}: separability {method} n={size} {name}: {auc:.3f}" if status == "ok" else f"report {dataset}: separability {method} n={size} {name}: {status}")
+    if rows:
+        r.separability = pd.DataFrame(rows, columns=SEPARABILITY_COLUMNS)
+        r.separability.to_csv(tables / f"{dataset}_separability.csv", index=False)
+        (tables / f"{dataset}_separability.md").write_text(separability_markdown(r.separability) + "\n")
+        plot_separability(r.separability, dataset, figures / f"{dataset}_separability.png")
+        r.figures.append(f"{dataset}_separability.png")
+
+
+def _projections(
+    r: DatasetReport, rep: Mapping[str, Any], params: Mapping[str, Any], get: Callable[[str, int], FoldSamples], cut: Sequence[tuple[int, str]],
+    figures: Path, progress: bool,
+) -> None:
+    """A t-SNE of fold 0's training part per method and cut class (the class's real and synthetic rows, the rest)."""
+    proj, dataset = rep["projection"], r.dataset
+    for method in proj["methods"]:
+        for c, name in cut:
+            label = method if len(cut) == 1 else f"{method}, {name}"
+            s = get(method, proj["size"]).of_class(c)
             if s.status != "ok":
-                r.projections.append((method, "", f"not run: `{s.status}`: {s.reason}"))
+                r.projections.append((label, "", f"not run: `{s.status}`: {s.reason}"))
                 continue
             coords, groups = tsne_projection(s, max_points=proj["max_points"], perplexity=proj["perplexity"], seed=derive_seed(params["seed"], dataset, "tsne", method))
-            name = f"{dataset}_projection_{method}_n{proj['size']}.png"
-            title = f"{dataset}, {method}, n={proj['size']}: t-SNE of fold {PROJECTION_FOLD}'s oversampled training part"
-            plot_projection(coords, groups, title, figures / name)
-            r.projections.append((method, f"figures/{name}", ""))
-            r.figures.append(name)
+            fig = f"{dataset}_projection_{method}_n{proj['size']}{'' if len(cut) == 1 else f'_c{c}'}.png"
+            title = f"{dataset}, {method}, n={proj['size']}, cut class {name}: t-SNE of fold {PROJECTION_FOLD}'s oversampled training part"
+            plot_projection(coords, groups, title, figures / fig, class_name=name)
+            r.projections.append((label, f"figures/{fig}", ""))
+            r.figures.append(fig)
             if progress:
-                print(f"report {dataset}: projection {method} n={proj['size']} -> {figures / name}")
-    return r
+                print(f"report {dataset}: projection {label} n={proj['size']} -> {figures / fig}")
 
 
 def _clear(out_dir: Path) -> None:
@@ -418,9 +496,15 @@ def run(
                 "projection.max_points": rep["projection"]["max_points"], "projection.perplexity": rep["projection"]["perplexity"],
                 "separability.methods": ",".join(rep["separability"]["methods"]), "separability.sizes": ",".join(map(str, rep["separability"]["sizes"])),
                 "separability.cv_folds": rep["separability"]["cv_folds"], "separability.max_points": rep["separability"]["max_points"],
+                "min_test_per_class": rep["min_test_per_class"],
             }
         )
         reports = [report_dataset(params, d, results_dir=results_dir, out_dir=out_dir, embeddings_dir=embeddings_dir, progress=progress) for d in datasets]
+        for r in reports:  # a small (or unknown) test set, in MLflow too
+            if r.test_set is not None:
+                mlflow.log_param(f"{r.dataset}.test_rows_per_class", ",".join(map(str, r.test_set.counts)))
+            if r.small_test_set is not None:
+                mlflow.set_tag(f"embalance.warning.{r.dataset}", " ".join(test_set_lines(r))[:5000])
         (out_dir / "README.md").write_text(readme_text(reports, params))
         metrics: dict[str, float] = {}
         for r in reports:

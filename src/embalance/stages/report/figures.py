@@ -42,10 +42,18 @@ ADDED_COLOURS: dict[str, str] = {"mixup": "#1f77b4", "refit": "#2ca02c", "mixup+
 
 
 def method_style(method: str) -> dict[str, str]:
-    """One colour per base method, one line style and marker per combination of options: the same in every figure."""
+    """The one style of a method in every figure (the sweep's too): one colour per base method, one line style and
+    marker per combination of options, so that no two methods share both colour and line style."""
     spec = parse_method(method)
     ls, marker = OPTION_STYLES[tuple(o for o in OPTIONS if getattr(spec, o))]
     return {"color": BASE_COLOURS[spec.base], "ls": ls, "marker": marker}
+
+
+def chance_level(n_classes: int) -> float:
+    """Balanced accuracy (and macro-F1) of guessing uniformly on a balanced test set of n_classes classes: 1/C."""
+    if n_classes < 2:
+        raise ValueError(f"A classifier needs at least 2 classes, but got {n_classes}.")
+    return 1 / n_classes
 
 
 def method_families(methods: Sequence[str], exclude: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
@@ -91,8 +99,9 @@ def _finish(fig: Any, axes: Any, path: Path, legend_title: str = "method") -> No
     _plt().close(fig)
 
 
-def plot_metric_vs_size(summary: pd.DataFrame, metric: str, dataset: str, path: Path) -> None:
-    """Mean over folds against minority size, one panel per family of methods, a band for the 95% t-interval."""
+def plot_metric_vs_size(summary: pd.DataFrame, metric: str, dataset: str, path: Path, chance: float | None = None) -> None:
+    """Mean over folds against minority size, one panel per family of methods, a band for the 95% interval (folds and
+    test set); a dotted line at ``chance`` (1/C) where the number of classes is known."""
     df = summary[summary["metric"] == metric]
     families = method_families(list(dict.fromkeys(df["method"])))
     sizes = sorted(df["minority_size"].unique().tolist())
@@ -109,10 +118,12 @@ def plot_metric_vs_size(summary: pd.DataFrame, metric: str, dataset: str, path: 
             if skipped:
                 ax.plot([], [], " ", label=f"  {method}: not run at n={', '.join(map(str, skipped))}")
         _size_axis(ax, sizes, label=i == len(families) - 1)
-        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        if chance is not None:
+            ax.axhline(chance, color="grey", lw=0.8, ls=":", label=f"chance (1/{round(1 / chance)})")
         ax.set_ylabel(f"{METRICS[metric]}\n(fraction)")
         ax.set_title(_cap(family), fontsize=9, loc="left")
-    fig.suptitle(f"{dataset}: {METRICS[metric]} vs minority size (mean over CV folds, band: 95% t-interval; dotted: chance for 2 classes)", fontsize=10)
+    chance_text = f"; dotted: chance for {round(1 / chance)} classes" if chance is not None else ""
+    fig.suptitle(f"{dataset}: {METRICS[metric]} vs minority size (mean over CV folds, band: 95% interval, folds and test set{chance_text})", fontsize=10)
     _finish(fig, axes, path)
 
 
@@ -157,7 +168,7 @@ def plot_gain(comparisons: pd.DataFrame, metric: str, baseline: str, dataset: st
     """Mean paired difference (percentage points) against a baseline per size, one panel per family of methods;
     filled markers: significant after Holm."""
     df = comparisons[(comparisons["metric"] == metric) & (comparisons["baseline"] == baseline) & comparisons["tested"]]
-    title = f"{dataset}: gain in {METRICS[metric]} over `{baseline}` per minority size (band: 95% t-interval of the paired differences)"
+    title = f"{dataset}: gain in {METRICS[metric]} over `{baseline}` per minority size (band: 95% interval of the paired differences, test set included)"
     _family_gain_figure(df, ylabel=f"method − {baseline}\n(pp, mean over paired folds)", title=title, path=path, alpha=alpha)
 
 
@@ -184,7 +195,7 @@ def plot_synthetic_vs_rebalancing(best: pd.DataFrame, metric: str, dataset: str,
     ax.set_title(
         f"{dataset}: synthetic samples vs the best plain rebalancing method at each size (named at the bottom)\n"
         f"(both picked by their mean {'validation balanced accuracy' if len(df) and df['selected_by'].iloc[0] == SELECT_BY['validation'] else 'test score'}; "
-        "band: 95% t-interval of the paired differences)", fontsize=10,
+        "band: 95% interval of the paired differences, test set included)", fontsize=10,
     )
     _finish(fig, axes, path)
 
@@ -235,24 +246,36 @@ def plot_early_stops(table: pd.DataFrame, early_epochs: int, dataset: str, path:
 def plot_readings(readings: pd.DataFrame, dataset: str, path: Path, alpha: float) -> None:
     """Fixed-budget minus early-stopping reading per method and size, one panel per family of methods."""
     metric = str(readings["metric"].iloc[0]) if len(readings) else PRIMARY_METRIC
-    title = f"{dataset}: {METRICS.get(metric, metric)}, fixed epoch budget minus early stopping (band: 95% t-interval)"
+    title = f"{dataset}: {METRICS.get(metric, metric)}, fixed epoch budget minus early stopping (band: 95% interval, test set included)"
     _family_gain_figure(readings[readings["tested"]], ylabel="fixed − early stopping\n(pp, paired folds)", title=title, path=path, alpha=alpha)
 
 
 GROUP_STYLE = {
     "real majority": {"color": "#9e9e9e", "marker": ".", "s": 10, "alpha": 0.5},
+    "synthetic other": {"color": "#bcbd22", "marker": "+", "s": 14, "alpha": 0.5, "linewidths": 0.8},
     "synthetic minority": {"color": "#ff7f0e", "marker": "x", "s": 14, "alpha": 0.6, "linewidths": 0.8},
     "real minority": {"color": "#1f3fbf", "marker": "o", "s": 36, "alpha": 0.95, "edgecolors": "white", "linewidths": 0.6},
 }
 
 
-def plot_projection(coords: np.ndarray, groups: np.ndarray, title: str, path: Path) -> None:
+def group_labels(class_name: str | None) -> dict[str, str]:
+    """The legend label of each group of a projection, naming the cut class where known."""
+    if class_name is None:
+        return {g: g for g in GROUP_STYLE}
+    return {
+        "real majority": "real, other classes", "synthetic other": "synthetic, other classes",
+        "synthetic minority": f"synthetic {class_name}", "real minority": f"real {class_name} (cut class)",
+    }
+
+
+def plot_projection(coords: np.ndarray, groups: np.ndarray, title: str, path: Path, class_name: str | None = None) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 6.2), dpi=120)
+    labels = group_labels(class_name)
     for group, style in GROUP_STYLE.items():  # real minority drawn last, on top
         sel = groups == group
         if sel.any():
-            ax.scatter(coords[sel, 0], coords[sel, 1], label=f"{group} ({int(sel.sum())})", **style)
+            ax.scatter(coords[sel, 0], coords[sel, 1], label=f"{labels[group]} ({int(sel.sum())})", **style)
     ax.set_xlabel("t-SNE dimension 1 (arbitrary units)")
     ax.set_ylabel("t-SNE dimension 2 (arbitrary units)")
     ax.set_title(title, fontsize=10)
@@ -263,17 +286,23 @@ def plot_projection(coords: np.ndarray, groups: np.ndarray, title: str, path: Pa
 
 
 def plot_separability(sep: pd.DataFrame, dataset: str, path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
-    ran = sep.dropna(subset=["auc"])
-    for method, g in ran.groupby("method", sort=False):
-        g = g.sort_values("minority_size")
-        ax.plot(g["minority_size"], g["auc"], ms=4, label=str(method), **method_style(str(method)))
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="0.5: indistinguishable")
-    _size_axis(ax, sorted(sep["minority_size"].unique().tolist()))
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("ROC AUC, real vs synthetic minority\n(cross-validated logistic regression)")
-    ax.set_title(f"{dataset}: how well a linear model tells synthetic from real minority samples\n(synthetic: made from fold {PROJECTION_FOLD}'s training part; real: held-out minority rows; 1.0: fully separable)", fontsize=10)
-    _finish(fig, ax, path)
+    """ROC AUC real vs synthetic per method and size, one panel per cut class (column ``class``, where present)."""
+    classes = list(dict.fromkeys(sep["class"])) if "class" in sep else [None]
+    fig, axes = _panels(len(classes), height=4.2)
+    sizes = sorted(sep["minority_size"].unique().tolist())
+    for i, (ax, cls) in enumerate(zip(axes, classes, strict=True)):
+        sub = sep if cls is None else sep[sep["class"] == cls]
+        for method, g in sub.dropna(subset=["auc"]).groupby("method", sort=False):
+            g = g.sort_values("minority_size")
+            ax.plot(g["minority_size"], g["auc"], ms=4, label=str(method), **method_style(str(method)))
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="0.5: indistinguishable")
+        _size_axis(ax, sizes, label=i == len(classes) - 1)
+        ax.set_ylim(0, 1.02)
+        name = "minority" if cls is None else str(cls)
+        ax.set_ylabel(f"ROC AUC, real vs synthetic {name}\n(cross-validated logistic regression)")
+        if cls is not None:
+            ax.set_title(f"cut class {cls}: its held-out real rows vs its synthetic rows", fontsize=9, loc="left")
+    fig.suptitle(f"{dataset}: how well a linear model tells synthetic from real minority samples\n(synthetic: made from fold {PROJECTION_FOLD}'s training part; real: held-out minority rows; 1.0: fully separable)", fontsize=10)
+    _finish(fig, axes, path)
 
 

@@ -10,5 +10,5 @@ from embalance.params import section
 
 def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The `report:` section, checked with the rest of ``params``; raises ConfigError naming the bad value."""
-    section(params, "report")
-    return params["report"]
+    checked = section(params, "report")
+    return {**params["report"], "min_test_per_class": checked.min_test_per_class}  # the schema's default when unset

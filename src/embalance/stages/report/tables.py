@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from embalance.errors import ConfigError
 from embalance.experiment.methods import OPTIONS, MethodSpec, parse_method
@@ -26,15 +27,18 @@ from .stats import (
     COMPARISON_COLUMNS,
     CONFIDENCE,
     ZERO_TOL,
+    BalancedTestSet,
     _fold_values,
     _holm_rows,
     _ok_folds,
     _paired_row,
     _sizes,
     _untested_row,
+    combined_interval,
     paired_comparisons,
     paired_fields,
     paired_test,
+    sampling_variance,
     t_interval,
 )
 
@@ -59,8 +63,13 @@ def load_results(results_dir: Path, dataset: str) -> tuple[pd.DataFrame, pd.Data
     return cells, folds, best
 
 
-def summary_table(cells: pd.DataFrame, folds: pd.DataFrame, metrics: Sequence[str] = tuple(METRICS), confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """One row per (metric, method, size): status, reason, folds that ran, mean, std, t-interval, best-of-size flag."""
+def summary_table(
+    cells: pd.DataFrame, folds: pd.DataFrame, metrics: Sequence[str] = tuple(METRICS), confidence: float = CONFIDENCE, test_set: BalancedTestSet | None = None
+) -> pd.DataFrame:
+    """One row per (metric, method, size): status, reason, folds that ran, mean, std, the interval (``ci_*``: folds and
+    test set, :func:`combined_interval`), its two parts alone (``fold_ci_half_width``: the t-interval over the folds;
+    ``test_ci_half_width``: the normal interval of the test set's binomial error alone), best-of-size flag."""
+    z = float(stats.norm.ppf((1 + confidence) / 2))
     ok = _ok_folds(folds)
     rows = []
     for metric in metrics:
@@ -68,13 +77,15 @@ def summary_table(cells: pd.DataFrame, folds: pd.DataFrame, metrics: Sequence[st
             method, size = cell["method"], int(cell["minority_size"])
             sel = ok[(ok["method"] == method) & (ok["minority_size"] == size)] if len(ok) else ok
             values = sel[metric].to_numpy(dtype=float) if metric in sel else np.array([])
-            mean, half = t_interval(values, confidence)
+            v_test = sampling_variance(sel, metric, test_set)
+            mean, half = combined_interval(values, v_test, confidence)
             rows.append(
                 {
                     "dataset": cell.get("dataset", ""), "metric": metric, "method": method, "minority_size": size,
                     "status": cell["status"], "reason": cell.get("reason", ""), "n_folds": int(cell.get("n_folds", len(values))),
                     "n_folds_ok": len(values), "mean": mean, "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-                    "ci_low": mean - half, "ci_high": mean + half, "ci_half_width": half, "mlflow_run_id": cell.get("mlflow_run_id", ""),
+                    "ci_low": mean - half, "ci_high": mean + half, "ci_half_width": half, "fold_ci_half_width": t_interval(values, confidence)[1],
+                    "test_ci_half_width": z * math.sqrt(v_test) if len(values) else math.nan, "mlflow_run_id": cell.get("mlflow_run_id", ""),
                 }
             )
     table = pd.DataFrame(rows)
@@ -96,9 +107,12 @@ def comparison_pairs(methods: Sequence[str], baselines: Sequence[str]) -> list[t
     return pairs
 
 
-def comparison_table(folds: pd.DataFrame, methods: Sequence[str], baselines: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS)) -> pd.DataFrame:
+def comparison_table(
+    folds: pd.DataFrame, methods: Sequence[str], baselines: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS),
+    test_set: BalancedTestSet | None = None,
+) -> pd.DataFrame:
     """Paired tests per (metric, method, baseline, size), Holm-adjusted over the sizes of each (metric, method, baseline)."""
-    return paired_comparisons(folds, comparison_pairs(methods, baselines), alpha=alpha, metrics=metrics)
+    return paired_comparisons(folds, comparison_pairs(methods, baselines), alpha=alpha, metrics=metrics, test_set=test_set)
 
 
 def best_of(ok: pd.DataFrame, metric: str, candidates: Sequence[str], size: int) -> tuple[str | None, dict[str, float]]:
@@ -122,7 +136,7 @@ def selection_available(folds: pd.DataFrame, select_by: str) -> bool:
 
 def synthetic_vs_rebalancing(
     folds: pd.DataFrame, synthetic: Sequence[str], rebalancing: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS),
-    select_by: str = "validation",
+    select_by: str = "validation", test_set: BalancedTestSet | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Is it the synthetic samples or just the rebalancing? Returns (pairs, best):
 
@@ -139,7 +153,7 @@ def synthetic_vs_rebalancing(
     best_cols = ["comparison", *COMPARISON_COLUMNS, "selected_by", "rebalancing_means", "synthetic_means"]
     if not synthetic or not rebalancing:
         return pd.DataFrame(columns=COMPARISON_COLUMNS), pd.DataFrame(columns=best_cols)
-    pairs = paired_comparisons(folds, [(s, r) for s in synthetic for r in rebalancing], alpha=alpha, metrics=metrics)
+    pairs = paired_comparisons(folds, [(s, r) for s in synthetic for r in rebalancing], alpha=alpha, metrics=metrics, test_set=test_set)
     ok = _ok_folds(folds)
     rows: list[dict[str, Any]] = []
     for metric in metrics:
@@ -153,7 +167,7 @@ def synthetic_vs_rebalancing(
                 if r_best is None or method is None:
                     row = _untested_row(metric, method or "", r_best or "", size, f"no {'rebalancing' if r_best is None else 'synthetic'} method ran at this size")
                 else:
-                    row = _paired_row(ok, metric, method, r_best, size)
+                    row = _paired_row(ok, metric, method, r_best, size, test_set)
                 families.setdefault(comparison, []).append({"comparison": comparison, **row, "selected_by": pick, "rebalancing_means": r_text, "synthetic_means": s_text})
         for family in families.values():
             rows += _holm_rows(family, alpha)
@@ -183,10 +197,12 @@ def variant_pairs(methods: Sequence[str]) -> tuple[list[tuple[str, str, str]], l
     return pairs, missing
 
 
-def variant_comparisons(folds: pd.DataFrame, methods: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS)) -> pd.DataFrame:
+def variant_comparisons(
+    folds: pd.DataFrame, methods: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS), test_set: BalancedTestSet | None = None
+) -> pd.DataFrame:
     """Paired tests of each SYNAuG variant against its references (:func:`variant_pairs`), with an ``added`` column."""
     pairs, _ = variant_pairs(methods)
-    comp = paired_comparisons(folds, [(v, r) for v, r, _ in pairs], alpha=alpha, metrics=metrics)
+    comp = paired_comparisons(folds, [(v, r) for v, r, _ in pairs], alpha=alpha, metrics=metrics, test_set=test_set)
     added = {(v, r): a for v, r, a in pairs}
     comp.insert(3, "added", [added[(v, r)] for v, r in zip(comp["method"], comp["baseline"], strict=True)])
     return comp
@@ -243,7 +259,7 @@ READINGS_COLUMNS = [
 ]
 
 
-def readings_table(folds: pd.DataFrame, *, alpha: float, metric: str = PRIMARY_METRIC) -> pd.DataFrame:
+def readings_table(folds: pd.DataFrame, *, alpha: float, metric: str = PRIMARY_METRIC, test_set: BalancedTestSet | None = None) -> pd.DataFrame:
     """Per (method, size): mean of the early-stopping and the fixed-budget reading over the folds that ran, and the
     paired test of fixed - es over those folds, Holm over the sizes of each method. Empty without both columns."""
     cols = reading_columns(folds, metric)
@@ -255,8 +271,10 @@ def readings_table(folds: pd.DataFrame, *, alpha: float, metric: str = PRIMARY_M
     for method in dict.fromkeys(folds["method"]):
         family = []
         for size in _sizes(folds):
-            sel = ok[(ok["method"] == method) & (ok["minority_size"] == size)][[es, fixed]].astype(float).dropna()
-            t = paired_test(sel[fixed].to_numpy(), sel[es].to_numpy())
+            cell_rows = ok[(ok["method"] == method) & (ok["minority_size"] == size)]
+            sel = cell_rows[[es, fixed]].astype(float).dropna()
+            v_test = sampling_variance(cell_rows, es, test_set) + sampling_variance(cell_rows, fixed, test_set)
+            t = paired_test(sel[fixed].to_numpy(), sel[es].to_numpy(), v_test)
             family.append(
                 {
                     "metric": metric, "method": method, "minority_size": size,
@@ -278,7 +296,7 @@ def _outcome(row: Mapping[str, Any]) -> str:
 
 def headline_readings(
     folds: pd.DataFrame, methods: Sequence[str], synthetic: Sequence[str], rebalancing: Sequence[str], *, alpha: float, metric: str = PRIMARY_METRIC,
-    select_by: str = "validation",
+    select_by: str = "validation", test_set: BalancedTestSet | None = None,
 ) -> list[dict[str, Any]]:
     """The headline conclusions under each reading: every method vs ``none``, each synthetic method vs ``random``,
     and the best synthetic method vs the best plain rebalancing. One dict per conclusion with its outcomes per
@@ -292,13 +310,13 @@ def headline_readings(
     for name, pairs in (("every method vs `none`", vs_none), ("synthetic vs `random`", vs_random)):
         if not pairs:
             continue
-        comp = paired_comparisons(folds, pairs, alpha=alpha, metrics=cols)
+        comp = paired_comparisons(folds, pairs, alpha=alpha, metrics=cols, test_set=test_set)
         outcomes = {
             col: {(r["method"], r["minority_size"]): _outcome(r) for r in comp[comp["metric"] == col].to_dict("records")} for col in cols
         }
         out.append(_headline(name, outcomes, cols))
     if synthetic and rebalancing:
-        _, best = synthetic_vs_rebalancing(folds, synthetic, rebalancing, alpha=alpha, metrics=cols, select_by=select_by)
+        _, best = synthetic_vs_rebalancing(folds, synthetic, rebalancing, alpha=alpha, metrics=cols, select_by=select_by, test_set=test_set)
         best = best[best["comparison"] == BEST_SYNTHETIC]
         outcomes = {col: {("best synthetic", r["minority_size"]): _outcome(r) for r in best[best["metric"] == col].to_dict("records")} for col in cols}
         out.append(_headline("best synthetic vs best plain rebalancing", outcomes, cols))
@@ -372,4 +390,27 @@ class DatasetReport:
     primary_reading: str | None = None
     headline: list[dict[str, Any]] = field(default_factory=list)
     select_by: str = "validation"  # what picked the best of a group (report.select_by, or test where folds.csv lacks the column)
+    test_set: BalancedTestSet | None = None  # None: its size unknown (no embeddings), intervals over the folds only
+    small_test_set: dict[str, Any] | None = None  # the numbers of the small-test-set warning (:func:`small_test_set`)
+
+    @property
+    def chance(self) -> float | None:
+        """Balanced accuracy (and macro-F1) of guessing on a balanced test set: 1/C; None when C is unknown."""
+        return None if self.test_set is None else 1 / self.test_set.n_classes
+
+
+def small_test_set(test_set: BalancedTestSet | None, min_per_class: int, confidence: float = CONFIDENCE) -> dict[str, Any] | None:
+    """The numbers of the warning given when the balanced test set has fewer than ``min_per_class`` rows of a class
+    (or when its size is unknown): rows per class, classes, and the half-width of the test set's binomial interval
+    alone at a recall of 1/2 (its largest), in percentage points. None when the test set is large enough."""
+    if test_set is None:
+        return {"unknown": True}
+    if test_set.min_per_class >= min_per_class:
+        return None
+    z = float(stats.norm.ppf((1 + confidence) / 2))
+    half = z * math.sqrt(sum(0.25 / m for m in test_set.counts)) / test_set.n_classes
+    return {
+        "unknown": False, "per_class": test_set.min_per_class, "n_classes": test_set.n_classes, "rows": sum(test_set.counts),
+        "min_per_class": min_per_class, "half_width_pp": 100 * half,
+    }
 

@@ -206,6 +206,13 @@ def headline_lines(headline: Sequence[Mapping[str, Any]], dataset: str, max_chan
     return render_lines("lines_headline.md.j2", headline=headline, dataset=dataset, max_changes=max_changes, changed=changed, any_changes=any_changes)
 
 
+def test_set_lines(r: DatasetReport) -> list[str]:
+    """The warning of a small (or unknown) balanced test set, one line; none when it is large enough."""
+    if r.small_test_set is None:
+        return []
+    return render_lines("lines_test_set.md.j2", dataset=r.dataset, warning=r.small_test_set)
+
+
 # ---------------------------------------------------------------------------------------------- files
 def results_file_text(summary: pd.DataFrame) -> str:
     """tables/<dataset>_results.md."""
@@ -261,7 +268,8 @@ def _readme_dataset(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[st
     d, alpha, baselines = r.dataset, float(rep["alpha"]), list(rep["baselines"])
     compared = bool(r.synthetic and r.rebalancing)
     return {
-        "name": d, "claims": _readme_claims(r, baselines, alpha),
+        "name": d, "claims": _readme_claims(r, baselines, alpha), "test_set_lines": test_set_lines(r),
+        "test_counts": list(r.test_set.counts) if r.test_set is not None else [],
         "svr_lacking": "" if compared else ("synthetic" if not r.synthetic else "plain rebalancing"), "missing": r.missing,
         "select_fallback": r.select_by != rep["select_by"], "select_by": r.select_by,
         "svr_lines": [
