@@ -34,7 +34,7 @@ STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "p
 
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. --set cv.n_folds=5 (repeatable)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. --set cv.n_folds=5 (repeatable; an empty value is ignored)")
 
 
 def _dirs(ap: argparse.ArgumentParser, *kinds: str) -> None:
@@ -138,7 +138,7 @@ def _pipeline(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The sub-command's own options that are params overrides, after the user's ``--set``s."""
-    out = list(args.overrides)
+    out = [o for o in args.overrides if o.strip()]  # MLproject passes `--set ''` when `-P set=...` is not given
     if args.command == "pipeline":
         out += _list_override("data.datasets", args.datasets)
         out += _list_override("augment.methods", args.methods)

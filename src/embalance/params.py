@@ -258,7 +258,7 @@ class ReportParams(Section):
     rebalancing: Annotated[list[Method], Field(min_length=1), methods_in(REBALANCING_METHODS, "plain rebalancing methods without synthetic samples")]
     select_by: Literal["validation", "test"]
     early_epochs: PositiveInt
-    min_test_per_class: PositiveInt = 100  # a balanced test set with fewer rows per class gets a warning
+    min_test_per_class: Annotated[StrictInt, Field(ge=1)] = 100  # a balanced test set with fewer rows per class gets a warning
     projection: ProjectionParams
     separability: SeparabilityParams
 

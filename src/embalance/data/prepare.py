@@ -19,6 +19,7 @@ from embalance.errors import ConfigError
 from embalance.io import default_dir, ensure_writable_dir, write_json
 
 SPLITS = ("train", "test")
+CLASSES_FILE = "classes.txt"  # optional, in a dataset's mirror folder: one class name per line, label 0 first
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,27 @@ def load_splits(name: str, mirror: str | Path, hub: Mapping[str, Any] | None) ->
         ) from e
 
 
+def class_names_for(name: str, mirror: str | Path, given: Sequence[str] | None) -> tuple[list[str] | None, str]:
+    """The class names of a dataset and where they came from: ``data.class_names.<name>``, else ``classes.txt``."""
+    if given is not None:
+        return list(given), f"data.class_names.{name}"
+    path = Path(mirror) / name / CLASSES_FILE
+    if not path.is_file():
+        return None, "class indices (no data.class_names entry, no classes.txt)"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Cannot read {str(path)!r} as UTF-8 text (one class name per line): {e}.") from e
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [line.strip() for line in lines]
+    if not names or not all(names):
+        raise ConfigError(f"{str(path)!r} must list one non-empty class name per line (label 0 first), but line {names.index('') + 1 if '' in names else 1} is empty.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{str(path)!r} lists a class name twice: {names!r}.")
+    return names, str(path)
+
+
 def _mirror_names(mirror: str | Path) -> list[str]:
     root = Path(mirror)
     return [p.name for p in root.iterdir() if (p / "train.csv.gz").is_file()] if root.is_dir() else []
@@ -140,8 +162,9 @@ def prepare(
     extra = sorted(set(np.unique(splits["test"]["label"]).tolist()) - set(train_labels.tolist()))
     if extra:
         raise ConfigError(f"Dataset {name!r}: the test split has labels {extra} that the training split lacks.")
+    class_names, names_source = class_names_for(name, mirror, class_names)
     if class_names is not None and len(class_names) != n_classes:
-        raise ConfigError(f"`data.class_names.{name}` has {len(class_names)} names, but the dataset has {n_classes} classes.")
+        raise ConfigError(f"{names_source} has {len(class_names)} names ({', '.join(class_names)}), but the dataset has {n_classes} classes.")
     train = cap_per_class(splits["train"], max_train_per_class, seed)
     test = balance(splits["test"], max_test_per_class, seed + 1)
     meta = {
@@ -149,6 +172,7 @@ def prepare(
         "source": source,
         "n_classes": n_classes,
         "class_names": list(class_names) if class_names is not None else [str(c) for c in range(n_classes)],
+        "class_names_source": names_source,
         "rows_in_source": {s: len(df) for s, df in splits.items()},
         "train_counts": {int(k): int(v) for k, v in sorted(train["label"].value_counts().items())},
         "test_counts": {int(k): int(v) for k, v in sorted(test["label"].value_counts().items())},
