@@ -274,6 +274,22 @@ def test_export_with_minority_size_all_trains_on_every_prepared_row(
     assert record["training"]["n_real"] == {str(c): int(n) for c, n in prepared_counts.items()} == {"0": 100, "1": 100}
     assert record["training"]["n_synthetic"] == {} and record["training"]["n_trained"] == 200
     assert record["training"]["description"] == "all training rows (negative: 100 real + 0 synthetic, positive: 100 real + 0 synthetic)"
+    # The report puts it next to the study's cell of the same method and size, with the test set's binomial interval.
+    from embalance.stages.report.markdown import deployed_markdown
+    from embalance.stages.report.stats import BalancedTestSet, binomial_variance
+    from embalance.stages.report.tables import deployed_table, load_export, summary_table
+
+    counts = tuple(int(n) for n in pd.read_parquet(prepared / "test.parquet")["label"].value_counts().sort_index())
+    cells = pd.DataFrame({"method": ["random"], "minority_size": [32], "status": ["ok"], "reason": [""]})
+    folds = pd.DataFrame({"method": ["random"] * 3, "minority_size": [32] * 3, "fold": [0, 1, 2], "status": ["ok"] * 3,
+                          "test_balanced_accuracy": [0.6, 0.7, 0.8], "test_macro_f1": [0.6, 0.7, 0.8]})
+    ts = BalancedTestSet(counts, ("negative", "positive"))
+    table = deployed_table(load_export(tmp_path, "models"), summary_table(cells, folds, test_set=ts), pd.DataFrame(), ts)
+    assert list(table["model"]) == ["study cell, default settings (sweep)", "deployed model (export)"]
+    assert table["mean"].tolist() == pytest.approx([0.7, record["test"]["test_balanced_accuracy"]])
+    v = binomial_variance([record["test"][f"test_recall_{c}"] for c in (0, 1)], counts)
+    assert table["half_width"].iloc[1] == pytest.approx(1.959964 * v**0.5, rel=1e-5) and table["rows"].iloc[1] == 200
+    assert "| deployed model (export) | `random` | all training rows (negative: 100 real" in deployed_markdown(table)
 
 
 # ------------------------------------------------------------------------------------------------ MLflow

@@ -102,6 +102,7 @@ def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
     report.run(
         params, _split(args.datasets) or params["data"]["datasets"],
         results_dir=args.results, out_dir=args.out, embeddings_dir=args.embeddings or default_dir("embeddings"),
+        models_dir=args.models or default_dir("models"),
     )  # fmt: skip
 
 
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
     p.add_argument("--results", type=Path, default=None, metavar="DIR", help="folder of results/<dataset>/ (default: results)")
     p.add_argument("--embeddings", type=Path, default=None, metavar="DIR", help="folder of <dataset>/ embeddings (default: data/embeddings)")
+    p.add_argument("--models", type=Path, default=None, metavar="DIR", help="folder of <dataset>/export.json, the deployed models (default: models)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default: reports)")
     p = _sub(sub, "predict", _predict, "label texts with an exported folder or a registered model", dataset=False)
     p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")

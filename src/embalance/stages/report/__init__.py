@@ -137,6 +137,8 @@ from .tables import (
     summary_table,
     synthetic_vs_rebalancing,
     tuning_table,
+    deployed_table,
+    load_export,
     variant_comparisons,
     variant_pairs,
 )
@@ -330,7 +332,7 @@ def _write_figures(r: DatasetReport, rep: Mapping[str, Any], figures: Path) -> l
 
 def report_dataset(
     params: Mapping[str, Any], dataset: str, *, results_dir: Path, out_dir: Path, embeddings_dir: Path | None, progress: bool = True,
-    prepared_dir: Path | None = None,
+    prepared_dir: Path | None = None, models_dir: Path | None = None,
 ) -> DatasetReport:
     """Tables and figures of one dataset under out_dir/{tables,figures}; the embeddings are needed for the test set's
     size (else the prepared ``meta.json``), the projection and the separability score (``embeddings_dir=None`` leaves
@@ -339,6 +341,9 @@ def report_dataset(
     cells, folds, best = load_results(results_dir, dataset)
     tables, figures = out_dir / "tables", out_dir / "figures"
     r = analyse(cells, folds, best, rep, dataset, load_test_set(params, dataset, embeddings_dir, prepared_dir))
+    r.deployed = deployed_table(load_export(models_dir, dataset), r.summary, r.tuning, r.test_set)
+    if len(r.deployed):
+        r.deployed.to_csv(tables / f"{dataset}_deployed.csv", index=False)
     for line in test_set_lines(r):
         print(f"report {dataset}: warning: {line}")
     _write_tables(r, rep, params, tables)
@@ -467,6 +472,7 @@ def run(
     out_dir: Path | None = None,
     embeddings_dir: Path | None = EMBEDDINGS_ROOT,  # None: no projections or separability
     progress: bool = True,
+    models_dir: Path | None = None,  # <models_dir>/<dataset>/export.json: the deployed model's section (absent: left out)
 ) -> Path:
     """Write reports/ for ``datasets`` and log it to an MLflow run named ``report``; returns the reports folder."""
     from embalance import tracking
@@ -499,7 +505,7 @@ def run(
                 "min_test_per_class": rep["min_test_per_class"],
             }
         )
-        reports = [report_dataset(params, d, results_dir=results_dir, out_dir=out_dir, embeddings_dir=embeddings_dir, progress=progress) for d in datasets]
+        reports = [report_dataset(params, d, results_dir=results_dir, out_dir=out_dir, embeddings_dir=embeddings_dir, progress=progress, models_dir=models_dir) for d in datasets]
         for r in reports:  # a small (or unknown) test set, in MLflow too
             if r.test_set is not None:
                 mlflow.log_param(f"{r.dataset}.test_rows_per_class", ",".join(map(str, r.test_set.counts)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -163,6 +165,15 @@ def separability_markdown(sep: pd.DataFrame) -> str:
 def pairs_markdown(pairs: pd.DataFrame, metric: str) -> str:
     """Synthetic × rebalancing pair × size: mean paired difference (pp), rank-biserial r, Holm p; **bold**: significant."""
     return diff_grid(pairs[pairs["metric"] == metric], ["method", "baseline"], lambda k: f"`{k[0]}` − `{k[1]}`")
+
+
+def deployed_markdown(deployed: pd.DataFrame) -> str:
+    """The deployed model next to the study's cell of its method and size: balanced test accuracy ± 95% half-width."""
+    rows = [
+        [d["model"], f"`{d['method']}`", d["trained_on"], num(d["mean"]) + ("" if math.isnan(d["half_width"]) else f" ± {num(d['half_width'])}"), d["spread"]]
+        for d in deployed.to_dict("records")
+    ]
+    return md_table(["model", "method", "trained on", "test bal. acc. (± 95% half-width)", "over"], rows)
 
 
 def tuning_markdown(tuning: pd.DataFrame) -> str:

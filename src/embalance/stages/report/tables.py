@@ -34,6 +34,7 @@ from .stats import (
     _paired_row,
     _sizes,
     _untested_row,
+    binomial_variance,
     combined_interval,
     paired_comparisons,
     paired_fields,
@@ -363,6 +364,49 @@ def tuning_table(best: Mapping[str, Any] | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def load_export(models_dir: Path | None, dataset: str) -> dict[str, Any] | None:
+    """``<models_dir>/<dataset>/export.json`` (what the export stage trained and shipped), or None when absent."""
+    path = models_dir / dataset / "export.json" if models_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{str(path)!r} is not valid JSON ({e}); rerun `embalance export --dataset {dataset}` (or `dvc repro`).") from e
+
+
+def deployed_table(record: Mapping[str, Any] | None, summary: pd.DataFrame, tuning: pd.DataFrame, test_set: BalancedTestSet | None,
+                   confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The deployed model (export.json) next to the study's cell of the same method and minority size: the sweep's
+    cell (default settings) and, where tuning ran, the tuned cell; balanced test accuracy with its interval (for the
+    deployed model, one model on one test set: the test set's binomial interval alone)."""
+    if record is None:
+        return pd.DataFrame()
+    conf, training, test = record["configuration"], record["training"], record["test"]
+    method, size = conf["method"], conf.get("minority_size")
+    rows = []
+    cell = summary[(summary["metric"] == PRIMARY_METRIC) & (summary["method"] == method) & (summary["minority_size"] == size)] if size is not None and len(summary) else summary.iloc[0:0]
+    if len(cell):
+        c = cell.iloc[0]
+        rows.append({"model": "study cell, default settings (sweep)", "method": method, "trained_on": f"minority cut to n={size}, {int(c['n_folds_ok'])} CV folds",
+                     "mean": float(c["mean"]), "half_width": float(c["ci_half_width"]), "spread": f"{len(cell)} cell"})
+    tuned = tuning[(tuning["method"] == method) & (tuning["minority_size"] == size)] if len(tuning) else tuning
+    if len(tuned):
+        t = tuned.iloc[0]
+        rows.append({"model": "study cell, tuned (best.json)", "method": method, "trained_on": f"minority cut to n={size}, CV folds; {t['overrides']}",
+                     "mean": float(t["tuned_mean"]), "half_width": float("nan"), "spread": f"std {t['tuned_std']:.4f} over folds"})
+    counts = test_set.counts if test_set is not None else ()
+    recalls = [test.get(f"test_recall_{c}") for c in range(len(counts))]
+    half = float("nan")
+    if counts and all(r is not None for r in recalls):
+        half = float(stats.norm.ppf((1 + confidence) / 2)) * math.sqrt(binomial_variance(recalls, counts))
+    n_real, n_syn = training.get("n_real", {}), training.get("n_synthetic", {})
+    rows.append({"model": "deployed model (export)", "method": method, "trained_on": training.get("description", ""),
+                 "mean": float(test[PRIMARY_METRIC]), "half_width": half, "spread": "one model",
+                 "data": training.get("data"), "rows": int(sum(n_real.values())) + int(sum(n_syn.values()))})
+    return pd.DataFrame(rows)
+
+
 def _fmt_value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -392,6 +436,7 @@ class DatasetReport:
     select_by: str = "validation"  # what picked the best of a group (report.select_by, or test where folds.csv lacks the column)
     test_set: BalancedTestSet | None = None  # None: its size unknown (no embeddings), intervals over the folds only
     small_test_set: dict[str, Any] | None = None  # the numbers of the small-test-set warning (:func:`small_test_set`)
+    deployed: pd.DataFrame = field(default_factory=pd.DataFrame)  # :func:`deployed_table`
 
     @property
     def chance(self) -> float | None:

@@ -26,6 +26,7 @@ from .markdown import (
     sizes_text,
     synthetic_vs_rebalancing_markdown,
     tests_markdown,
+    deployed_markdown,
     tuning_markdown,
     variant_markdown,
 )
@@ -292,6 +293,8 @@ def _readme_dataset(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[st
             for b in baselines if len(r.comparisons) and (r.comparisons["baseline"] == b).any()
         ],
         "tuning": tuning_markdown(r.tuning) if len(r.tuning) else "",
+        "deployed": deployed_markdown(r.deployed) if len(r.deployed) else "",
+        "deployed_rows": r.deployed.to_dict("records") if len(r.deployed) else [],
         "separability": separability_markdown(r.separability) if len(r.separability) else "",
         "projections": r.projections,
     }
