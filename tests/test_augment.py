@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -37,17 +39,17 @@ def test_embalance_backend_clips_k_and_says_so() -> None:
 @BACKENDS
 def test_borderline_with_no_sample_in_danger(aug: dict) -> None:
     X, y = _two_blobs(60, 20, gap=50.0)  # far apart: every minority neighbour is minority
-    with pytest.raises(InfeasibleResampling, match=r"(?i)danger") as e:
-        resample("borderline", X, y, aug, seed=0, minority_classes=[1])
-    assert e.value.status == "no_danger"
+    X_res, y_res, info = resample("borderline", X, y, aug, seed=0, minority_classes=[1])  # the real rows, with the note
+    assert np.array_equal(X_res, X) and np.array_equal(y_res, y) and info.n_synthetic == {1: 0} and info.skipped == {1: "no_danger"}
+    assert info.status == "no_danger" and info.reason.startswith("Nothing was generated") and "danger" in info.reason
 
 
 @BACKENDS
 def test_adasyn_with_no_majority_neighbour(aug: dict) -> None:
     X, y = _two_blobs(60, 20, gap=50.0)
-    with pytest.raises(InfeasibleResampling, match=r"(?i)majority neighbour|neighbour of another class") as e:
-        resample("adasyn", X, y, aug, seed=0, minority_classes=[1])
-    assert e.value.status == "no_majority_neighbour"
+    X_res, y_res, info = resample("adasyn", X, y, aug, seed=0, minority_classes=[1])
+    assert np.array_equal(X_res, X) and np.array_equal(y_res, y) and info.skipped == {1: "no_majority_neighbour"}
+    assert info.status == "no_majority_neighbour" and re.search(r"(?i)majority neighbour|neighbour of another class", info.reason)
 
 
 @BACKENDS
@@ -117,7 +119,7 @@ def test_target_all_skips_classes_that_round_to_zero_with_a_note(backend: str, m
         assert np.bincount(y_res).tolist() == [40, 40, 40, 40]
 
 
-def test_a_skipped_class_is_the_folds_note_and_every_class_skipped_is_infeasible() -> None:
+def test_a_skipped_class_is_the_folds_note_and_every_class_skipped_trains_on_the_real_rows() -> None:
     from embalance.experiment.methods import parse_method
     from embalance.experiment.recipe import fold_job
 
@@ -126,9 +128,9 @@ def test_a_skipped_class_is_the_folds_note_and_every_class_skipped_is_infeasible
     job = fold_job(parse_method("adasyn"), (X, y), (X[:4], y[:4]), aug=aug, key=(0, "tiny", 8, 0), minority_classes=[3])
     assert job.info.skipped == {1: "rounding_to_zero", 2: "rounding_to_zero"} and "skipped" in job.info.reason
     keep = y != 3  # only the near-majority classes left to oversample: nothing would be made
-    with pytest.raises(InfeasibleResampling, match="Every targeted class was skipped") as e:
-        resample("adasyn", X[keep], y[keep], _aug("embalance", "all"), seed=0, minority_classes=[3])
-    assert e.value.status == "rounding_to_zero"
+    X_res, y_res, info = resample("adasyn", X[keep], y[keep], _aug("embalance", "all"), seed=0, minority_classes=[3])
+    assert np.array_equal(X_res, X[keep]) and np.array_equal(y_res, y[keep]) and not any(info.n_synthetic.values())
+    assert info.status == "rounding_to_zero" and info.reason.startswith("Nothing was generated (every targeted class was skipped)")
 
 
 @pytest.mark.parametrize(("backend", "method"), SAMPLERS)

@@ -148,9 +148,11 @@ def resample(
 
 
 def _require_some(info: ResampleInfo) -> None:
-    """Every targeted class skipped: the method made nothing (it would be ``none``), so the fold cannot run."""
+    """Every targeted class skipped: the method made nothing, and the fold trains on its real rows alone (as ``none``
+    would), with the note. A user who applies the method to such data gets exactly that model, so leaving the fold out
+    would score the method only where it happened to work; the note and the sampler status say what happened."""
     if info.skipped and not any(info.n_synthetic.values()):
-        raise InfeasibleResampling(info.status, f"Every targeted class was skipped, so nothing was generated: {info.reason}")
+        info.reason = f"Nothing was generated (every targeted class was skipped), so the fold trained on its real rows alone: {info.reason}"
 
 
 def _resample_imblearn(
