@@ -7,10 +7,14 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from embalance.experiment.cells import run_cells
 from embalance.experiment.protocol import Embeddings
+from embalance.stages.report.markdown import class_markdown
+from embalance.stages.report.stats import BalancedTestSet
+from embalance.stages.report.tables import class_table
 
 OVERSAMPLERS = ["random", "smote", "borderline", "adasyn", "vae"]
 SIZES = [4, 8, 16]
@@ -42,7 +46,7 @@ def test_every_sampler_runs_every_cell_with_exact_counts(base_params: dict, targ
     emb = _four_classes()
     params = _params(base_params, target)
     cells = [(m, n) for n in SIZES for m in OVERSAMPLERS]
-    seen, skips = 0, dict.fromkeys(OVERSAMPLERS, 0)
+    seen, skips, rows = 0, dict.fromkeys(OVERSAMPLERS, 0), []
     for method, size, outcomes in run_cells(emb, cells, params=params, dataset="toy4"):
         for o in outcomes:
             assert o.status == "ok", (method, size, o.status, o.reason)  # never a failed cell
@@ -60,5 +64,18 @@ def test_every_sampler_runs_every_cell_with_exact_counts(base_params: dict, targ
                 else:
                     assert synthetic[c] == top - real[c], (method, size, c, real, synthetic)
             skips[method] += len(o.info.skipped)
+            rows.append({"method": method, "minority_size": size, "fold": o.fold, "status": o.status, "reason": o.reason, **o.metrics})
             seen += 1
     assert seen == len(cells) * 2
+    # The report's per-class table says what happened to each class: synthetic rows made and folds skipped.
+    folds = pd.DataFrame(rows)
+    classes = class_table(folds, BalancedTestSet((10, 10, 10, 10), ("a", "b", "c", "d")))
+    assert len(classes) == len(cells) * 4 and set(classes["name"]) == {"a", "b", "c", "d"}
+    for r in classes.itertuples():
+        g = folds[(folds.method == r.method) & (folds.minority_size == r.minority_size)]
+        assert r.n_synthetic_mean == g[f"n_synthetic_{r._3}"].mean() and r.n_folds_skipped == g[f"skipped_{r._3}"].sum()
+        assert r.recall_mean == pytest.approx(g[f"test_recall_{r._3}"].mean())
+    assert (classes["n_folds_skipped"].sum() > 0) == (sum(skips.values()) > 0) and sum(skips.values()) == classes["n_folds_skipped"].sum()
+    if target == "cut":
+        assert (classes[classes["class"] != 3]["n_synthetic_mean"] == 0).all()
+    assert "skipped in" in class_markdown(classes, 1) or target == "cut"

@@ -46,6 +46,7 @@ def fold_outcome(job: FoldJob, fit: FitResult, n_classes: int, test: tuple[np.nd
         metrics[f"n_real_{c}"] = job.info.n_real.get(c, 0)
         metrics[f"n_synthetic_{c}"] = job.info.n_synthetic.get(c, 0)
         metrics[f"n_val_{c}"] = int(val_counts[c])
+        metrics[f"skipped_{c}"] = int(c in job.info.skipped)  # the sampler skipped the class, with a note in the reason
         if job.info.n_dropped:
             metrics[f"n_dropped_{c}"] = job.info.n_dropped.get(c, 0)
     if job.info.k_effective is not None:

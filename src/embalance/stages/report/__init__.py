@@ -137,6 +137,7 @@ from .tables import (
     summary_table,
     synthetic_vs_rebalancing,
     tuning_table,
+    class_table,
     deployed_table,
     load_export,
     variant_comparisons,
@@ -341,6 +342,9 @@ def report_dataset(
     cells, folds, best = load_results(results_dir, dataset)
     tables, figures = out_dir / "tables", out_dir / "figures"
     r = analyse(cells, folds, best, rep, dataset, load_test_set(params, dataset, embeddings_dir, prepared_dir))
+    r.classes = class_table(folds, r.test_set)
+    if len(r.classes):
+        r.classes.to_csv(tables / f"{dataset}_classes.csv", index=False)
     r.deployed = deployed_table(load_export(models_dir, dataset), r.summary, r.tuning, r.test_set)
     if len(r.deployed):
         r.deployed.to_csv(tables / f"{dataset}_deployed.csv", index=False)

@@ -167,6 +167,20 @@ def pairs_markdown(pairs: pd.DataFrame, metric: str) -> str:
     return diff_grid(pairs[pairs["metric"] == metric], ["method", "baseline"], lambda k: f"`{k[0]}` − `{k[1]}`")
 
 
+def class_markdown(classes: pd.DataFrame, c: int) -> str:
+    """Method × size for one class: mean test recall, and the mean synthetic rows per fold where the method made any
+    (``+N syn.``); ``skipped in k`` where the sampler skipped the class in k folds."""
+    def cell(r: pd.Series) -> str:
+        text = num(r["recall_mean"], 3)
+        if r["n_synthetic_mean"] > 0:
+            text += f" (+{r['n_synthetic_mean']:.0f} syn.)"
+        if r["n_folds_skipped"]:
+            text += f" (skipped in {int(r['n_folds_skipped'])})"
+        return text
+
+    return size_grid(classes[classes["class"] == c], cell)
+
+
 def deployed_markdown(deployed: pd.DataFrame) -> str:
     """The deployed model next to the study's cell of its method and size: balanced test accuracy ± 95% half-width."""
     rows = [

@@ -364,6 +364,31 @@ def tuning_table(best: Mapping[str, Any] | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CLASS_COLUMNS = ["method", "minority_size", "class", "name", "n_folds_ok", "recall_mean", "n_real_mean", "n_synthetic_mean", "n_folds_skipped"]
+
+
+def class_table(folds: pd.DataFrame, test_set: BalancedTestSet | None) -> pd.DataFrame:
+    """Per (method, size, class): the class's mean test recall over the folds that ran, its mean real and synthetic
+    training rows per fold, and the folds whose sampler skipped it (a note in the fold's reason): what happened to
+    each class, the cut ones and the others."""
+    ok = folds[folds["status"] == "ok"] if "status" in folds else folds
+    n_classes = test_set.n_classes if test_set is not None else sum(1 for c in folds.columns if c.startswith("test_recall_"))
+    names = test_set.class_names if test_set is not None else tuple(str(c) for c in range(n_classes))
+    rows = []
+    for (method, size), g in ok.groupby(["method", "minority_size"], sort=False):
+        for c in range(n_classes):
+            col = f"test_recall_{c}"
+            if col not in g:
+                continue
+            rows.append({
+                "method": method, "minority_size": int(size), "class": c, "name": names[c], "n_folds_ok": len(g),
+                "recall_mean": float(g[col].mean()), "n_real_mean": float(g.get(f"n_real_{c}", pd.Series(dtype=float)).mean()),
+                "n_synthetic_mean": float(g.get(f"n_synthetic_{c}", pd.Series(dtype=float)).mean()),
+                "n_folds_skipped": int(g[f"skipped_{c}"].fillna(0).sum()) if f"skipped_{c}" in g else 0,
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=CLASS_COLUMNS)
+
+
 def load_export(models_dir: Path | None, dataset: str) -> dict[str, Any] | None:
     """``<models_dir>/<dataset>/export.json`` (what the export stage trained and shipped), or None when absent."""
     path = models_dir / dataset / "export.json" if models_dir is not None else None
@@ -437,6 +462,7 @@ class DatasetReport:
     test_set: BalancedTestSet | None = None  # None: its size unknown (no embeddings), intervals over the folds only
     small_test_set: dict[str, Any] | None = None  # the numbers of the small-test-set warning (:func:`small_test_set`)
     deployed: pd.DataFrame = field(default_factory=pd.DataFrame)  # :func:`deployed_table`
+    classes: pd.DataFrame = field(default_factory=pd.DataFrame)  # :func:`class_table`
 
     @property
     def chance(self) -> float | None:

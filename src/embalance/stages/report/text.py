@@ -26,6 +26,7 @@ from .markdown import (
     sizes_text,
     synthetic_vs_rebalancing_markdown,
     tests_markdown,
+    class_markdown,
     deployed_markdown,
     tuning_markdown,
     variant_markdown,
@@ -268,6 +269,7 @@ def _readme_dataset(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[st
     """What the README says about one dataset: its sentences and tables, each section's figures and flags."""
     d, alpha, baselines = r.dataset, float(rep["alpha"]), list(rep["baselines"])
     compared = bool(r.synthetic and r.rebalancing)
+    cut = {int(c) for c in params.get("imbalance", {}).get("minority_classes", [])}
     return {
         "name": d, "claims": _readme_claims(r, baselines, alpha), "test_set_lines": test_set_lines(r),
         "test_counts": list(r.test_set.counts) if r.test_set is not None else [],
@@ -294,6 +296,9 @@ def _readme_dataset(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[st
         ],
         "tuning": tuning_markdown(r.tuning) if len(r.tuning) else "",
         "deployed": deployed_markdown(r.deployed) if len(r.deployed) else "",
+        "classes": [
+            {"name": str(g["name"].iloc[0]), "cut": int(c) in cut, "table": class_markdown(r.classes, int(c))} for c, g in r.classes.groupby("class", sort=True)
+        ] if len(r.classes) else [],
         "deployed_rows": r.deployed.to_dict("records") if len(r.deployed) else [],
         "separability": separability_markdown(r.separability) if len(r.separability) else "",
         "projections": r.projections,
@@ -308,4 +313,5 @@ def readme_text(reports: Sequence[DatasetReport], params: Mapping[str, Any]) -> 
         "readme.md.j2", rep=rep, alpha=float(rep["alpha"]), baselines=list(rep["baselines"]), early=int(rep["early_epochs"]),
         primary_label=METRICS[PRIMARY_METRIC], select_column=SELECT_BY[rep["select_by"]], t_quantile=(1 + CONFIDENCE) / 2,
         zero_tol=ZERO_TOL, projection_fold=PROJECTION_FOLD, datasets=[_readme_dataset(r, rep, params) for r in reports],
+        rep_target=(params.get("augment") or {}).get("target", "cut"),
     )
