@@ -89,7 +89,8 @@ def test_dvc_exp_run_set_param_names_a_new_dataset(base_params: dict, new_mirror
     """DVC's -S takes Hydra's override grammar, where a key new to a map is written with a leading `+`."""
     proj = tmp_path / "proj"
     shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    for name in ("dvc.yaml", "paths.yaml"):
+        shutil.copy(ROOT / name, proj / name)
     (proj / "params.yaml").write_text(yaml.safe_dump(_params(base_params, new_mirror, tmp_path), sort_keys=False))
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):

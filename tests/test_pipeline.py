@@ -114,7 +114,8 @@ def _dvc(cwd: Path, *args: str) -> str:
 def test_dvc_repro_runs_only_what_changed(tiny_params: dict, tmp_path: Path) -> None:
     proj = tmp_path / "proj"
     shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    for name in ("dvc.yaml", "paths.yaml"):
+        shutil.copy(ROOT / name, proj / name)
     _write_params(proj / "params.yaml", tiny_params)
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
     _dvc(proj, "init", "-q")

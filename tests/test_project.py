@@ -54,7 +54,8 @@ def test_every_mlproject_parameter_is_passed_and_accepted() -> None:
 
 def test_dvc_stages_call_the_cli_and_name_real_params(base_params: dict) -> None:
     validate(base_params)
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    src = yaml.safe_load((ROOT / "paths.yaml").read_text())["paths"]["src"]
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text().replace("${paths.src}", src))
     for name, stage in dvc["stages"].items():
         body = stage.get("do", stage)  # foreach stages (one per dataset) and plain ones (report)
         assert body["cmd"].startswith(f"embalance {name} "), name

@@ -80,7 +80,7 @@ def test_dvc_remote_lets_a_fresh_clone_skip_the_embedding_stage(tiny_params: dic
     runs the sweep but no prepare and no embedding stage."""
     origin, remote, clone = tmp_path / "origin", tmp_path / "dvc-store", tmp_path / "clone"
     shutil.copytree(ROOT / "src", origin / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "paths.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, origin / name)
     p = copy.deepcopy(tiny_params)
     p["augment"]["methods"] = ["none", "smote"]
