@@ -152,6 +152,7 @@ class ImbalanceParams(Section):
     minority_classes: Annotated[list[Annotated[StrictInt, Field(ge=0, description="a class label (an integer)")]], Field(min_length=1), distinct("a class")]
     sizes: Annotated[list[PowerOfTwo], Field(min_length=1), distinct("a size")]
     majority_cap: PositiveInt | None
+    draws: Annotated[StrictInt, Field(ge=1)] = 1  # independent draws of the pool per size; draw 0 is the single-draw protocol
 
 
 class CvParams(Section):
