@@ -334,9 +334,9 @@ class TuneParams(Section):
     @classmethod
     def _placeholders(cls, name: str) -> str:
         try:
-            name.format(dataset="d", size=2, sampler="tpe")
+            name.format(dataset="d", size=2, sampler="tpe", draws=1)
         except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"may use only the fields {{dataset}}, {{size}} and {{sampler}}, but got {name!r} ({type(e).__name__}: {e})") from e
+            raise ValueError(f"may use only the fields {{dataset}}, {{size}}, {{sampler}} and {{draws}}, but got {name!r} ({type(e).__name__}: {e})") from e
         return name
 
     @field_validator("space")
