@@ -165,14 +165,15 @@ def over_draws(draws: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if len(draws) == 1:
         return dict(draws[0])
     statuses = [d["status"] for d in draws]
+    reasons = [d["reason"] if isinstance(d.get("reason"), str) else "" for d in draws]  # read back from a CSV: NaN for ""
     n_ok = sum(int(d["n_folds_ok"]) > 0 for d in draws)
     if len(set(statuses)) == 1:
         status = statuses[0]
-        reason = next((d["reason"] for d in draws if d["reason"]), "")
+        reason = next((r for r in reasons if r), "")
     else:
         status = "partial"
-        first = next(d for d in draws if d["status"] != "ok")
-        reason = f"{len(draws) - statuses.count('ok')} of {len(draws)} draws not ok: {first['status']}: {first['reason']}"
+        first = next(i for i, s in enumerate(statuses) if s != "ok")
+        reason = f"{len(draws) - statuses.count('ok')} of {len(draws)} draws not ok: {statuses[first]}: {reasons[first]}"
     row: dict[str, Any] = {
         "status": status, "reason": reason, "n_folds": sum(int(d["n_folds"]) for d in draws), "n_folds_ok": sum(int(d["n_folds_ok"]) for d in draws),
         "n_draws": len(draws), "n_draws_ok": n_ok,

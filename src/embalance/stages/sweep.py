@@ -8,7 +8,7 @@ A method is ``<base>[+mixup][+refit]`` (:func:`embalance.params.parse_method`): 
 part (an oversampler, ``undersample``) or changes the loss (``weighted``, ``logit_adjusted``); ``+mixup`` mixes
 each batch with real training rows; ``+refit`` re-fits the output layer on a class-balanced subsample of the
 fold's real training rows. ``smote+mixup`` trains on exactly the synthetic rows ``smote`` trains on, and every
-method of a (size, fold) shares the MLP's initialisation and batch order, so variants compare pairwise.
+method of a (size, draw, fold) shares the MLP's initialisation and batch order, so variants compare pairwise.
 
 With ``train.both_readings`` each fold is scored twice: ``es_*`` (early stopping's weights) and ``fixed_*``
 (after ``train.fixed_epochs``); ``test_*`` is the reading ``train.early_stopping`` picks.
