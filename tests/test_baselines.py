@@ -188,7 +188,7 @@ def test_undersample_and_refit_use_only_the_folds_real_training_rows(tiny_data: 
 def test_sweep_records_both_readings_and_the_new_methods(tiny_data: Path, tiny_params: dict) -> None:
     emb = _embeddings(tiny_data)
     methods = ["smote", "weighted", "logit_adjusted", "undersample", "smote+mixup", "smote+refit", "smote+mixup+refit"]
-    out = {(m, n): folds for m, n, folds in run_cells(emb, [(m, 32) for m in methods], params=tiny_params, dataset="tiny")}
+    out = {(m, n): folds for m, n, _, folds in run_cells(emb, [(m, 32, 0) for m in methods], params=tiny_params, dataset="tiny")}
     for (method, _), folds in out.items():
         for o in folds:
             assert o.status == "ok", (method, o.reason)

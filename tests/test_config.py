@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,21 @@ def test_derive_seed_is_stable_and_distinct() -> None:
     assert len({derive_seed(42, "sst2", 8, k) for k in range(10)}) == 10
     # Known value: independent of the Python process and PYTHONHASHSEED.
     assert derive_seed(42, "x") == derive_seed(42, "x") and 0 <= derive_seed(42, "x") < 2**32
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, 2.0, "x", "2", True, None])
+def test_draws_must_be_an_integer_of_at_least_one(base_params: dict, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"^`imbalance.draws` must be an integer >= 1, but got {re.escape(repr(value))}\.$"):
+        validate(_with(base_params, lambda p: p["imbalance"].update(draws=value)))
+
+
+def test_draws_defaults_to_one_and_is_checked_on_set(tmp_path, base_params: dict) -> None:
+    assert base_params["imbalance"]["draws"] == 1  # params.yaml names it
+    p = copy.deepcopy(base_params)
+    del p["imbalance"]["draws"]
+    assert validate(p).imbalance.draws == 1  # an older params file without the key: one draw, as before
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(base_params))
+    assert load_params(path, ["imbalance.draws=3"])["imbalance"]["draws"] == 3
+    with pytest.raises(ConfigError, match=r"^`imbalance.draws` must be an integer >= 1, but got 0\.$"):
+        load_params(path, ["imbalance.draws=0"])

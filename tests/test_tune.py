@@ -258,3 +258,48 @@ def test_two_workers_on_postgresql(project: tuple[Path, dict], postgres_server) 
     trials = _study(p).trials
     assert len(trials) == 6 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert sorted(int(r.data.tags["optuna.trial_number"]) for r in _trial_runs(p)) == list(range(6))
+
+
+def test_the_objective_is_the_mean_over_draws(project: tuple[Path, dict], tmp_path: Path) -> None:
+    """With imbalance.draws: 2 a trial scores both draws; its value is the mean of the two draw means, and draw 0's
+    mean is what the same trial scores with one draw."""
+    root, p = project
+    p["cv"]["n_folds"] = 3
+    p["imbalance"]["draws"] = 2
+    p["tune"].update(n_trials=2, pruner="none", methods=["random"], space={"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}})
+    tune.run(p, "tiny")
+    study = _study(p)
+    assert study.user_attrs["draws"] == 2
+    single = copy.deepcopy(p)
+    single["imbalance"]["draws"] = 1
+    single["tune"]["storage"] = f"sqlite:///{tmp_path}/single.db"
+    tune.run(single, "tiny")
+    for trial, one in zip(study.trials, _study(single).trials, strict=True):
+        assert trial.state == one.state == TrialState.COMPLETE and trial.params == one.params
+        draws = trial.user_attrs["draw_values"]
+        assert len(draws) == 2 and trial.user_attrs["folds_run"] == 6
+        assert trial.value == pytest.approx(sum(draws) / 2, abs=1e-15)
+        assert draws[0] == one.value and "draw_values" not in one.user_attrs  # draw 0 does not depend on R
+    # MLflow: one step per fold of each draw, and each draw's objective.
+    client = MlflowClient(tracking_uri=p["tracking"]["uri"])
+    run = next(r for r in _trial_runs(p) if r.data.tags["optuna.trial_number"] == "0" and "objective_draw1" in r.data.metrics)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_balanced_accuracy")) == list(range(6))
+    assert [run.data.metrics[f"objective_draw{r}"] for r in (0, 1)] == pytest.approx(study.trials[0].user_attrs["draw_values"])
+    # best.json: means over draws, each draw's numbers beside them; the trials table has a column per draw.
+    best = json.loads((root / "results" / "tiny" / "best.json").read_text())["studies"][0]  # the single-draw run wrote it last
+    assert "draws" not in best and "n_draws" not in best["tuned"]
+    table = (root / "results" / "tiny" / "tune" / "trials_n32.csv").read_text().splitlines()[0].split(",")
+    assert "value_draw0" not in table
+    tune.run(p, "tiny")  # the two-draw study again: finished, evaluated again
+    best = json.loads((root / "results" / "tiny" / "best.json").read_text())["studies"][0]
+    assert best["validation_balanced_accuracy"] == study.best_value and best["draws"]["validation_balanced_accuracy"] == study.best_trial.user_attrs["draw_values"]
+    per_draw = [d["test_balanced_accuracy_mean"] for d in best["draws"]["tuned"]]
+    assert len(per_draw) == 2 and best["tuned"]["n_draws"] == 2 and best["tuned"]["n_folds_ok"] == 6
+    assert best["tuned"]["test_balanced_accuracy_mean"] == pytest.approx(sum(per_draw) / 2, abs=1e-15)
+    table = (root / "results" / "tiny" / "tune" / "trials_n32.csv").read_text().splitlines()[0].split(",")
+    assert table[:5] == ["number", "state", "value", "value_draw0", "value_draw1"]
+    # A study's trials are over one number of draws: resuming it with another is refused, a new name is not.
+    with pytest.raises(ConfigError, match=r"Study 'tiny-n32-tpe' holds trials over imbalance.draws=2, but got imbalance.draws=1"):
+        tune.run({**single, "tune": {**single["tune"], "storage": p["tune"]["storage"]}}, "tiny")
+    renamed = {**single, "tune": {**single["tune"], "study_name": "{dataset}-n{size}-{sampler}-r{draws}"}}
+    assert [s.name for s in tune.study_specs(renamed, "tiny")] == ["tiny-n32-tpe-r1"]

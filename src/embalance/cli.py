@@ -8,7 +8,7 @@
     embalance report                           # DVC stage `report`: tables, paired tests, figures -> reports/
     embalance predict  --model models/sst2 --input texts.csv   # label texts with an exported or registered model
     embalance pipeline                         # prepare -> embed -> sweep for every dataset, one MLflow parent run
-    embalance cell --dataset sst2 --method smote --size 64   # one cell, tracked, no result files
+    embalance cell --dataset sst2 --method smote --size 64   # one cell (of draw 0; --draw r for another), tracked
 
 Every sub-command takes ``--params params.yaml`` and any number of ``--set section.key=value`` overrides. The
 folders a stage reads and writes are options too (dvc.yaml passes each of them); their defaults are the project's
@@ -126,8 +126,11 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
 def _cell(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from embalance.stages import sweep
 
-    out = (args.out or default_dir("results", args.dataset) / "cells") / f"{args.method}-n{args.size}"
-    cells = sweep.run(params, args.dataset, out_dir=out, embeddings_dir=args.embeddings, prepared_dir=args.prepared)
+    if args.draw < 0:
+        raise ConfigError(f"--draw must be an integer >= 0 (0: the single-draw protocol's pool), but got {args.draw}.")
+    name = f"{args.method}-n{args.size}" + (f"-draw{args.draw}" if args.draw else "")
+    out = (args.out or default_dir("results", args.dataset) / "cells") / name
+    cells = sweep.run(params, args.dataset, out_dir=out, embeddings_dir=args.embeddings, prepared_dir=args.prepared, draws=[args.draw])
     print(cells.drop(columns=["mlflow_run_id"]).T.to_string(header=False))
 
 
@@ -209,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dirs(p, "prepared", "embeddings", "out")
     p.add_argument("--method", required=True, help="a method, e.g. smote or smote+mixup+refit")
     p.add_argument("--size", type=int, required=True, help="the minority size (a power of two)")
+    p.add_argument("--draw", type=int, default=0, help="which independent draw of the pool (default 0: the single-draw protocol's)")
     return ap
 
 

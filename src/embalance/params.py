@@ -152,6 +152,7 @@ class ImbalanceParams(Section):
     minority_classes: Annotated[list[Annotated[StrictInt, Field(ge=0, description="a class label (an integer)")]], Field(min_length=1), distinct("a class")]
     sizes: Annotated[list[PowerOfTwo], Field(min_length=1), distinct("a size")]
     majority_cap: PositiveInt | None
+    draws: Annotated[StrictInt, Field(ge=1)] = 1  # independent draws of the pool per size; draw 0 is the single-draw protocol
 
 
 class CvParams(Section):
@@ -333,9 +334,9 @@ class TuneParams(Section):
     @classmethod
     def _placeholders(cls, name: str) -> str:
         try:
-            name.format(dataset="d", size=2, sampler="tpe")
+            name.format(dataset="d", size=2, sampler="tpe", draws=1)
         except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"may use only the fields {{dataset}}, {{size}} and {{sampler}}, but got {name!r} ({type(e).__name__}: {e})") from e
+            raise ValueError(f"may use only the fields {{dataset}}, {{size}}, {{sampler}} and {{draws}}, but got {name!r} ({type(e).__name__}: {e})") from e
         return name
 
     @field_validator("space")

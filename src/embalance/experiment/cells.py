@@ -1,5 +1,6 @@
-"""Running cells: every fold of each (method, size) trained with the configured engine and scored. Pure: no files,
-no tracking (the sweep stage writes and logs what this returns)."""
+"""Running cells: every fold of each (method, size, draw) trained with the configured engine and scored, and the
+summaries of a cell over its folds and of a (method, size) over its draws. Pure: no files, no tracking (the sweep
+stage writes and logs what this returns)."""
 
 from __future__ import annotations
 
@@ -55,8 +56,12 @@ def fold_outcome(job: FoldJob, fit: FitResult, n_classes: int, test: tuple[np.nd
     return FoldOutcome(job.fold, "ok", job.info.reason, job.info, metrics, fit.history, seconds)
 
 
-def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapping[str, Any], dataset: str) -> Iterator[tuple[str, int, list[FoldOutcome]]]:
-    """Run cells in order, scored on the balanced test set; yields (method, size, fold outcomes) per cell.
+Cell = tuple[str, int, int]  # (method, minority size, draw)
+
+
+def run_cells(emb: Embeddings, cells: Sequence[Cell], *, params: Mapping[str, Any], dataset: str) -> Iterator[tuple[str, int, int, list[FoldOutcome]]]:
+    """Run (method, size, draw) cells in order, scored on the balanced test set; yields (method, size, draw, fold
+    outcomes) per cell.
 
     With ``train.engine: batched`` the folds of consecutive cells are oversampled first and then trained together,
     up to ``train.max_models_per_group`` folds (or ``max_group_bytes`` of data) at a time; with ``sequential`` each
@@ -64,11 +69,11 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
     """
     config = TrainConfig.from_params(params["train"])
     test = (emb.X_test, emb.y_test) if emb.X_test is not None else None
-    pending: list[tuple[str, int, list[FoldJob | FoldOutcome]]] = []
+    pending: list[tuple[str, int, int, list[FoldJob | FoldOutcome]]] = []
     buffers = HostBuffers()  # the batched engine's large CPU buffers, passed from one flush to the next
 
-    def flush() -> list[tuple[str, int, list[FoldOutcome]]]:
-        jobs = [item for _, _, items in pending for item in items if isinstance(item, FoldJob)]
+    def flush() -> list[tuple[str, int, int, list[FoldOutcome]]]:
+        jobs = [item for *_, items in pending for item in items if isinstance(item, FoldJob)]
         t0 = time.perf_counter()
         fits = fit_folds(
             [(j.X, j.y, j.X_val, j.y_val) for j in jobs], n_classes=emb.n_classes, config=config, seeds=[j.seed for j in jobs], options=[j.options for j in jobs],
@@ -78,28 +83,28 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
         share = (time.perf_counter() - t0) / max(len(jobs), 1)  # training time per fold, shared out evenly in a group
         fit_of = dict(zip(map(id, jobs), fits, strict=True))
         done = [
-            (m, n, [it if isinstance(it, FoldOutcome) else fold_outcome(it, fit_of[id(it)], emb.n_classes, test, it.seconds + share) for it in items])
-            for m, n, items in pending
+            (m, n, r, [it if isinstance(it, FoldOutcome) else fold_outcome(it, fit_of[id(it)], emb.n_classes, test, it.seconds + share) for it in items])
+            for m, n, r, items in pending
         ]
         pending.clear()
         return done
 
     def prepare(i: int) -> list[FoldJob | FoldOutcome]:
-        method, size = cells[i]
-        return list(cell_folds(emb, method=method, size=size, params=params, dataset=dataset))
+        method, size, draw = cells[i]
+        return list(cell_folds(emb, method=method, size=size, params=params, dataset=dataset, draw=draw))
 
     def full() -> bool:
         """Time to train: sequential, every cell; batched, once each worker has a group of
         ``max_models_per_group`` folds (or the data reach ``max_group_bytes``)."""
         if config.engine == "sequential":
             return True
-        jobs = [it for _, _, items in pending for it in items if isinstance(it, FoldJob)]
+        jobs = [it for *_, items in pending for it in items if isinstance(it, FoldJob)]
         n_bytes = sum(it.X.nbytes + it.X_val.nbytes for it in jobs)
         return len(jobs) >= config.max_models_per_group * config.workers or n_bytes >= config.max_group_bytes
 
-    def run(prepared: Iterator[list[FoldJob | FoldOutcome]]) -> Iterator[tuple[str, int, list[FoldOutcome]]]:
-        for (method, size), items in zip(cells, prepared, strict=True):
-            pending.append((method, size, items))
+    def run(prepared: Iterator[list[FoldJob | FoldOutcome]]) -> Iterator[tuple[str, int, int, list[FoldOutcome]]]:
+        for (method, size, draw), items in zip(cells, prepared, strict=True):
+            pending.append((method, size, draw, items))
             if full():
                 yield from flush()
         if pending:
@@ -123,9 +128,9 @@ def run_cells(emb: Embeddings, cells: Sequence[tuple[str, int]], *, params: Mapp
         yield from run(prefetched(prep))
 
 
-def run_cell(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> list[FoldOutcome]:
-    """All folds of one cell, scored on the balanced test set."""
-    return next(run_cells(emb, [(method, size)], params=params, dataset=dataset))[2]
+def run_cell(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str, draw: int = 0) -> list[FoldOutcome]:
+    """All folds of one cell (of draw ``draw``), scored on the balanced test set."""
+    return next(run_cells(emb, [(method, size, draw)], params=params, dataset=dataset))[3]
 
 
 def summarise(outcomes: Sequence[FoldOutcome]) -> dict[str, Any]:
@@ -148,3 +153,44 @@ def summarise(outcomes: Sequence[FoldOutcome]) -> dict[str, Any]:
     return row
 
 
+def over_draws(draws: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The summary of one (method, size) over its draws, from each draw's :func:`summarise` row.
+
+    One draw: that row, unchanged (the single-draw protocol). Several: ``<metric>_mean`` is the mean over draws of
+    the draw's fold mean (each draw weighs the same, however many of its folds ran), ``<metric>_std`` the mean over
+    draws of the std over folds (still a spread over folds), ``<metric>_draw_std`` the std of the draw means over
+    draws (the luck of the draw); draws where a metric is missing (no fold ran) are left out of its numbers.
+    ``n_folds`` and ``n_folds_ok`` are summed, ``n_draws`` counts the draws and ``n_draws_ok`` those where a fold
+    ran; the status is the draws' common status, else ``partial``.
+    """
+    if len(draws) == 1:
+        return dict(draws[0])
+    statuses = [d["status"] for d in draws]
+    reasons = [d["reason"] if isinstance(d.get("reason"), str) else "" for d in draws]  # read back from a CSV: NaN for ""
+    n_ok = sum(int(d["n_folds_ok"]) > 0 for d in draws)
+    if len(set(statuses)) == 1:
+        status = statuses[0]
+        reason = next((r for r in reasons if r), "")
+    else:
+        status = "partial"
+        first = next(i for i, s in enumerate(statuses) if s != "ok")
+        reason = f"{len(draws) - statuses.count('ok')} of {len(draws)} draws not ok: {statuses[first]}: {reasons[first]}"
+    row: dict[str, Any] = {
+        "status": status, "reason": reason, "n_folds": sum(int(d["n_folds"]) for d in draws), "n_folds_ok": sum(int(d["n_folds_ok"]) for d in draws),
+        "n_draws": len(draws), "n_draws_ok": n_ok,
+    }  # fmt: skip
+    keys = sorted({k.removesuffix("_mean") for d in draws for k in d if k.endswith("_mean")})
+    for key in keys:
+        means = np.array([d[f"{key}_mean"] for d in draws if _number(d.get(f"{key}_mean"))], dtype=float)
+        stds = np.array([d[f"{key}_std"] for d in draws if _number(d.get(f"{key}_mean")) and _number(d.get(f"{key}_std"))], dtype=float)
+        if not len(means):
+            continue
+        row[f"{key}_mean"] = float(np.mean(means))
+        row[f"{key}_std"] = float(np.mean(stds)) if len(stds) else math.nan
+        row[f"{key}_draw_std"] = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
+    return row
+
+
+def _number(value: Any) -> bool:
+    """A finite number (a draw's summary read back from a CSV holds NaN where a metric is missing)."""
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(value)

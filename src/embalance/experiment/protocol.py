@@ -3,6 +3,10 @@
 For each size n, every minority class keeps the first n rows of one seeded permutation of its rows, so the
 pools are nested (the 8 samples of n=8 are among the 16 of n=16): differences between sizes are differences
 of size, not of luck. Majority classes keep all their rows (or a seeded ``majority_cap`` of them).
+
+The permutations come from one pool seed. ``imbalance.draws: R`` repeats the protocol with R pool seeds (chosen in
+:mod:`embalance.experiment.recipe`): each draw is its own nested ladder, so the spread over draws measures the luck
+of which minority rows were drawn.
 """
 
 from __future__ import annotations

@@ -6,8 +6,15 @@ and the report's projections (:func:`draw_pool` and :func:`fold_job`), so a chan
 Seeds: a fold's work is keyed by ``(seed, dataset, size, k)`` (the export uses ``(seed, dataset, size, "export")``);
 the sampler's seed appends the sampler's name (not the method's full name: ``smote+mixup`` resamples exactly as
 ``smote``), the MLP's ``"mlp"``, mixup's ``"mixup"`` and the refit's ``"refit"``. The MLP's seed does not depend on
-the method: every method of a (size, fold) starts from the same initialisation and batch-order stream, so methods
-are compared pairwise on equal terms.
+the method: every method of a (size, draw, fold) starts from the same initialisation and batch-order stream, so
+methods are compared pairwise on equal terms.
+
+Draws (``imbalance.draws: R``): draw r of a size is an independent repetition of the protocol, with its own pool
+(each minority class's permutation, and a ``majority_cap`` subset, from pool seed ``derive_seed(seed, "draw", r)``,
+so that within a draw the ladder of sizes stays nested), its own folds (``derive_seed(seed, dataset, size, "draw",
+r)``) and its own fold keys ``(seed, dataset, size, k, "draw", r)``. Draw 0 appends nothing: its pool seed is
+``seed`` and its keys are the ones above, so draw 0 is the single-draw protocol bit for bit, whatever R is
+(:func:`draw_key`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from embalance.errors import InfeasibleResampling
+from embalance.errors import ConfigError, InfeasibleResampling
 from embalance.experiment.methods import MethodSpec, parse_method
 from embalance.experiment.protocol import Embeddings, balanced_subsample, imbalanced_pool, stratified_folds
 from embalance.experiment.resample import ResampleInfo, resample
@@ -67,6 +74,19 @@ def fold_options(spec: MethodSpec, aug: Mapping[str, Any], *, n_real: int, seed:
     )
 
 
+def n_draws(params: Mapping[str, Any]) -> int:
+    """``imbalance.draws``: independent draws of the pool per size (1 when the key is absent: the single-draw protocol)."""
+    return int(params["imbalance"].get("draws", 1))
+
+
+def draw_key(draw: int) -> SeedKey:
+    """What draw ``draw`` appends to every seed key: nothing for draw 0, so that draw 0 is the single-draw protocol
+    bit for bit (same pools, folds and seeds as before draws existed), and ``("draw", r)`` for r >= 1."""
+    if isinstance(draw, bool) or not isinstance(draw, int | np.integer) or draw < 0:
+        raise ConfigError(f"A draw must be an integer >= 0 (draw 0 is the single-draw protocol), but got draw={draw!r}.")
+    return () if draw == 0 else ("draw", int(draw))
+
+
 @dataclass
 class Pool:
     """The imbalanced pool of one minority size: its row indices into the training set, its rows, its folds."""
@@ -77,18 +97,20 @@ class Pool:
     folds: list[tuple[np.ndarray, np.ndarray]]
 
 
-def draw_pool(X: np.ndarray, y: np.ndarray, *, params: Mapping[str, Any], dataset: str, size: int | str) -> Pool:
-    """The imbalanced pool for ``size`` (every minority class cut to ``size`` rows) and its stratified folds.
+def draw_pool(X: np.ndarray, y: np.ndarray, *, params: Mapping[str, Any], dataset: str, size: int | str, draw: int = 0) -> Pool:
+    """The imbalanced pool for ``size`` (every minority class cut to ``size`` rows) of draw ``draw``, and its stratified folds.
 
     ``size="all"``: every training row, nothing cut or capped (the deployed model's data, see the export stage).
     """
-    seed, imb = params["seed"], params["imbalance"]
+    seed, imb, suffix = params["seed"], params["imbalance"], draw_key(draw)
     if size == "all":
         index = np.arange(len(y))
     else:
-        index = imbalanced_pool(y, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=seed)
+        # One pool seed per draw, shared by all sizes: within a draw the pools stay nested (n=8 inside n=16).
+        pool_seed = derive_seed(seed, *suffix) if suffix else seed
+        index = imbalanced_pool(y, minority_classes=imb["minority_classes"], size=size, majority_cap=imb["majority_cap"], seed=pool_seed)
     Xp, yp = X[index], y[index]
-    folds = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size))
+    folds = stratified_folds(yp, n_folds=params["cv"]["n_folds"], seed=derive_seed(seed, dataset, size, *suffix))
     return Pool(index, Xp, yp, folds)
 
 
@@ -123,18 +145,21 @@ def fold_job(
     return FoldJob(fold, X_res, y_res, val[0], val[1], info, derive_seed(*key, "mlp"), time.perf_counter() - t0, options, refit)
 
 
-def cell_folds(emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str) -> Iterator[FoldJob | FoldOutcome]:
-    """The folds of one cell, lazily: a FoldJob for each fold that can run, a FoldOutcome for each that cannot.
+def cell_folds(
+    emb: Embeddings, *, method: str, size: int, params: Mapping[str, Any], dataset: str, draw: int = 0
+) -> Iterator[FoldJob | FoldOutcome]:
+    """The folds of one cell (a method, a size, a draw), lazily: a FoldJob for each fold that can run, a FoldOutcome
+    for each that cannot.
 
     Only the training rows of the imbalanced pool are touched here; the test set is not an input.
     """
     spec = parse_method(method)
-    pool = draw_pool(emb.X_train, emb.y_train, params=params, dataset=dataset, size=size)
+    pool = draw_pool(emb.X_train, emb.y_train, params=params, dataset=dataset, size=size, draw=draw)
     for k, (tr, va) in enumerate(pool.folds):
         t0 = time.perf_counter()
         try:
             yield fold_job(
-                spec, (pool.X[tr], pool.y[tr]), (pool.X[va], pool.y[va]), aug=params["augment"], key=(params["seed"], dataset, size, k), fold=k,
+                spec, (pool.X[tr], pool.y[tr]), (pool.X[va], pool.y[va]), aug=params["augment"], key=(params["seed"], dataset, size, k, *draw_key(draw)), fold=k,
                 minority_classes=params["imbalance"]["minority_classes"],
             )  # fmt: skip
         except InfeasibleResampling as e:

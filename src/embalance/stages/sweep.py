@@ -1,4 +1,4 @@
-"""Stage `sweep`: every (method, minority size) cell of a dataset, 10-fold CV each, tracked in MLflow.
+"""Stage `sweep`: every (method, minority size, draw) cell of a dataset, 10-fold CV each, tracked in MLflow.
 
 Fold k of a cell: the imbalanced pool minus fold k is oversampled (training part only), an MLP is trained with
 early stopping on fold k, and the model is scored on the balanced test set. A fold whose oversampler cannot
@@ -8,13 +8,18 @@ A method is ``<base>[+mixup][+refit]`` (:func:`embalance.params.parse_method`): 
 part (an oversampler, ``undersample``) or changes the loss (``weighted``, ``logit_adjusted``); ``+mixup`` mixes
 each batch with real training rows; ``+refit`` re-fits the output layer on a class-balanced subsample of the
 fold's real training rows. ``smote+mixup`` trains on exactly the synthetic rows ``smote`` trains on, and every
-method of a (size, fold) shares the MLP's initialisation and batch order, so variants compare pairwise.
+method of a (size, draw, fold) shares the MLP's initialisation and batch order, so variants compare pairwise.
 
 With ``train.both_readings`` each fold is scored twice: ``es_*`` (early stopping's weights) and ``fixed_*``
 (after ``train.fixed_epochs``); ``test_*`` is the reading ``train.early_stopping`` picks.
 
-Outputs (DVC): ``results/<dataset>/cells.csv`` (one row per cell), ``folds.csv`` (one row per fold),
-``metrics.json`` (for ``dvc metrics show``) and ``balanced_accuracy.png`` (for ``dvc plots show``).
+With ``imbalance.draws: R`` every (method, size) runs R times, on R independent draws of the pool, each with its
+own folds and seeds (:mod:`embalance.experiment.recipe`); draw 0 is the single-draw protocol. Draws are the outer
+loop, so an interrupted sweep has finished the single-draw study first.
+
+Outputs (DVC): ``results/<dataset>/cells.csv`` (one row per cell, with its ``draw``), ``folds.csv`` (one row per
+fold, with its ``draw``), ``metrics.json`` (for ``dvc metrics show``; per (method, size), with R > 1 the mean over
+draws of the draw means) and ``balanced_accuracy.png`` (for ``dvc plots show``; with R > 1, the mean over draws).
 """
 
 from __future__ import annotations
@@ -31,15 +36,17 @@ from tqdm.auto import tqdm
 
 from embalance import tracking
 from embalance.data.embeddings import load_embeddings
-from embalance.experiment.cells import FoldOutcome, run_cells, summarise
+from embalance.errors import ConfigError
+from embalance.experiment.cells import Cell, FoldOutcome, over_draws, run_cells, summarise
 from embalance.experiment.methods import parse_method
 from embalance.experiment.metrics import TEST_METRICS
 from embalance.experiment.protocol import Embeddings, check_sizes
+from embalance.experiment.recipe import draw_key, n_draws
 from embalance.io import default_dir, ensure_writable_dir, write_json
 from embalance.runtime import seed_everything
 
 
-def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int) -> dict[str, Any]:
+def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int, draw: int = 0) -> dict[str, Any]:
     aug, tr = params["augment"], params["train"]
     spec = parse_method(method)
     out: dict[str, Any] = {
@@ -50,6 +57,7 @@ def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int)
         "last_layer_refit": spec.refit,
         "loss": spec.loss,
         "minority_size": size,
+        "draw": draw,
         "minority_classes": params["imbalance"]["minority_classes"],
         "majority_cap": params["imbalance"]["majority_cap"],
         "n_folds": params["cv"]["n_folds"],
@@ -72,6 +80,22 @@ def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int)
     return out
 
 
+def sweep_draws(params: Mapping[str, Any], draws: Sequence[int] | None = None) -> list[int]:
+    """The draws a sweep runs: ``draws`` when given (e.g. one draw for ``embalance cell --draw``), else 0..R-1."""
+    if draws is None:
+        return list(range(n_draws(params)))
+    for r in draws:
+        draw_key(r)  # a ConfigError for a draw that is not an integer >= 0
+    if not draws or len(set(draws)) != len(draws):
+        raise ConfigError(f"A sweep runs a non-empty list of distinct draws, but got draws={list(draws)!r}.")
+    return [int(r) for r in draws]
+
+
+def cell_name(method: str, size: int, draw: int, draws: Sequence[int]) -> str:
+    """A cell run's name: ``smote n=64``, with `` draw=r`` when the sweep runs more than draw 0 (R > 1)."""
+    return f"{method} n={size}" if list(draws) == [0] else f"{method} n={size} draw={draw}"
+
+
 def run_sweep(
     emb: Embeddings,
     params: Mapping[str, Any],
@@ -80,40 +104,44 @@ def run_sweep(
     writer: tracking.RunWriter | None = None,
     parent_id: str | None = None,
     progress: bool = True,
-    done: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
+    done: Mapping[Cell, Mapping[str, Any]] | None = None,
     on_cell: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+    draws: Sequence[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run every cell; log each cell and fold run when a writer is given. Returns (cells, folds) tables.
+    """Run every (method, size, draw) cell; log each cell and fold run when a writer is given. Returns (cells, folds).
 
-    ``done`` holds cells finished by an interrupted run (their rows are taken as they are); ``on_cell`` is told
-    of each newly finished cell.
+    ``done`` holds cells finished by an interrupted run, keyed by (method, size, draw) (their rows are taken as
+    they are); ``on_cell`` is told of each newly finished cell. ``draws``: the draws to run (default: all
+    ``imbalance.draws``).
     """
     done = done or {}
-    methods, sizes = params["augment"]["methods"], params["imbalance"]["sizes"]
+    methods, sizes, draws = params["augment"]["methods"], params["imbalance"]["sizes"], sweep_draws(params, draws)
     check_sizes(emb.y_train, params["imbalance"]["minority_classes"], sizes)  # before any work
     cells: list[dict[str, Any]] = []
     folds: list[dict[str, Any]] = []
-    grid = [(m, n) for n in sizes for m in methods]
+    # Draws outermost: draw 0 (the single-draw study) finishes first, and at R = 1 the order is the one it always was.
+    grid: list[Cell] = [(m, n, r) for r in draws for n in sizes for m in methods]
     for key in grid:
         if key in done:
             cells.append(dict(done[key]["cell"]))
             folds.extend(dict(f) for f in done[key]["folds"])
     todo = [key for key in grid if key not in done]
     with tqdm(total=len(grid), initial=len(grid) - len(todo), desc=f"sweep {dataset}", unit="cell", disable=not progress) as bar:
-        for method, size, outcomes in run_cells(emb, todo, params=params, dataset=dataset):
+        for method, size, draw, outcomes in run_cells(emb, todo, params=params, dataset=dataset):
             summary = summarise(outcomes)
+            name = cell_name(method, size, draw, draws)
             with tracking.deferred_interrupts():  # a cell's runs and its checkpoint line are written whole, or not at all
-                run_id = writer.create(f"{method} n={size}", parent_id, {"embalance.run_type": "cell"}) if writer else None
+                run_id = writer.create(name, parent_id, {"embalance.run_type": "cell", "embalance.draw": str(draw)}) if writer else None
                 if writer and run_id:
                     try:
-                        _log_cell(writer, run_id, params, dataset, method, size, outcomes, summary)
+                        _log_cell(writer, run_id, params, dataset, (method, size, draw), name, outcomes, summary)
                     except BaseException as e:
                         writer.fail(run_id, e)
                         raise
-                cell = {"dataset": dataset, "method": method, "minority_size": size, **summary, "mlflow_run_id": run_id or ""}
+                cell = {"dataset": dataset, "method": method, "minority_size": size, "draw": draw, **summary, "mlflow_run_id": run_id or ""}
                 cell_folds_rows = [
                     {
-                        "dataset": dataset, "method": method, "minority_size": size, "fold": o.fold, "status": o.status,
+                        "dataset": dataset, "method": method, "minority_size": size, "draw": draw, "fold": o.fold, "status": o.status,
                         "sampler_status": o.info.status if o.info else o.status, "reason": o.reason, **o.metrics,
                     }
                     for o in outcomes
@@ -122,12 +150,16 @@ def run_sweep(
                 folds.extend(cell_folds_rows)
                 if on_cell is not None:
                     on_cell(cell, cell_folds_rows)
-            bar.set_postfix_str(f"{method} n={size}")
+            bar.set_postfix_str(name)
             bar.update(1)
     order = {key: i for i, key in enumerate(grid)}
-    cells.sort(key=lambda c: order[(c["method"], int(c["minority_size"]))])
-    folds.sort(key=lambda f: (order[(f["method"], int(f["minority_size"]))], f["fold"]))
+    cells.sort(key=lambda c: order[_cell_key(c)])
+    folds.sort(key=lambda f: (order[_cell_key(f)], f["fold"]))
     return pd.DataFrame(cells), pd.DataFrame(folds)
+
+
+def _cell_key(row: Mapping[str, Any]) -> Cell:
+    return (row["method"], int(row["minority_size"]), int(row["draw"]))
 
 
 def _log_cell(
@@ -135,14 +167,14 @@ def _log_cell(
     run_id: str,
     params: Mapping[str, Any],
     dataset: str,
-    method: str,
-    size: int,
+    cell: Cell,
+    name: str,
     outcomes: Sequence[FoldOutcome],
     summary: Mapping[str, Any],
 ) -> None:
-    cp = cell_params(params, dataset, method, size)
+    cp = cell_params(params, dataset, *cell)
     for o in outcomes:
-        fold_id = writer.create(f"{method} n={size} fold {o.fold}", run_id, {"embalance.run_type": "fold"})
+        fold_id = writer.create(f"{name} fold {o.fold}", run_id, {"embalance.run_type": "fold", "embalance.draw": str(cell[2])})
         writer.log(
             fold_id,
             params={**cp, "fold": o.fold},
@@ -161,11 +193,23 @@ def _log_cell(
     writer.finish(run_id)
 
 
-def metrics_json(cells: pd.DataFrame) -> dict[str, Any]:
-    """Nested {method: {n<size>: {...}}} summary for `dvc metrics show`."""
-    out: dict[str, Any] = {}
+def by_method_size(cells: pd.DataFrame) -> list[dict[str, Any]]:
+    """One summary per (method, size), in the table's order: its cell row when it has one draw, else the summary
+    over its draws (:func:`embalance.experiment.cells.over_draws`: each metric the mean over draws of the draw means)."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in cells.to_dict("records"):
+        groups.setdefault((row["method"], int(row["minority_size"])), []).append(row)
+    return [{"method": m, "minority_size": n, **over_draws(rows)} for (m, n), rows in groups.items()]
+
+
+def metrics_json(cells: pd.DataFrame) -> dict[str, Any]:
+    """Nested {method: {n<size>: {...}}} summary for `dvc metrics show`; with several draws, the mean over draws of
+    the draw means, ``n_folds_ok`` summed over draws, and ``n_draws``."""
+    out: dict[str, Any] = {}
+    for row in by_method_size(cells):
         entry: dict[str, Any] = {"status": row["status"], "n_folds_ok": int(row["n_folds_ok"])}
+        if "n_draws" in row:  # several draws (one draw: the entry it has always been, byte for byte)
+            entry["n_draws"] = int(row["n_draws"])
         for key in TEST_METRICS:
             if f"{key}_mean" in row and not pd.isna(row[f"{key}_mean"]):
                 entry[key] = round(float(row[f"{key}_mean"]), 6)
@@ -174,7 +218,8 @@ def metrics_json(cells: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot_curve(cells: pd.DataFrame, path: Path, dataset: str, metric: str = "test_balanced_accuracy") -> None:
-    """Balanced test accuracy against minority size (log2 axis), one line per method, a band of ±1 std over folds."""
+    """Balanced test accuracy against minority size (log2 axis), one line per method, a band of ±1 std over folds;
+    with several draws, the mean over draws of the draw means and a band of ±1 std over draws."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,12 +227,15 @@ def plot_curve(cells: pd.DataFrame, path: Path, dataset: str, metric: str = "tes
 
     from embalance.stages.report.figures import method_style
 
+    table = pd.DataFrame(by_method_size(cells))
+    n = int(table["n_draws"].max()) if "n_draws" in table else 1
+    spread, over = (f"{metric}_std", "folds") if n == 1 else (f"{metric}_draw_std", "draws")
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    for method, df in cells.groupby("method", sort=False):
+    for method, df in table.groupby("method", sort=False):
         df = df.sort_values("minority_size")
         ran = df[df["n_folds_ok"] > 0]
         if len(ran):
-            m, s = ran[f"{metric}_mean"].to_numpy(), ran[f"{metric}_std"].to_numpy()
+            m, s = ran[f"{metric}_mean"].to_numpy(), ran[spread].to_numpy()
             style = method_style(str(method))
             ax.plot(ran["minority_size"], m, label=str(method), ms=4, **style)
             ax.fill_between(ran["minority_size"], m - s, m + s, color=style["color"], alpha=0.10, lw=0)
@@ -195,11 +243,12 @@ def plot_curve(cells: pd.DataFrame, path: Path, dataset: str, metric: str = "tes
         if len(skipped):
             ax.plot([], [], " ", label=f"{method}: no run at n={', '.join(map(str, skipped['minority_size']))}")
     ax.set_xscale("log", base=2)
-    sizes = sorted(cells["minority_size"].unique().tolist())
+    sizes = sorted(table["minority_size"].unique().tolist())
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("minority samples per minority class in the imbalanced pool (log2 scale)")
     ax.set_ylabel("balanced test accuracy (fraction)")
-    ax.set_title(f"{dataset}: balanced test accuracy vs minority size (mean ± 1 std over folds)")
+    what = "mean" if n == 1 else f"mean over {n} draws"
+    ax.set_title(f"{dataset}: balanced test accuracy vs minority size ({what} ± 1 std over {over})")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -220,12 +269,15 @@ RESULT_KEYS = ("seed", "imbalance", "cv", "augment")
 SPEED_ONLY = ("device", "threads", "engine", "max_models_per_group", "max_group_bytes")
 
 
-def resume_key(params: Mapping[str, Any], emb: Embeddings) -> str:
-    """A hash of everything a cell's result depends on: params, the embeddings' bytes and the code that computes it."""
+def resume_key(params: Mapping[str, Any], emb: Embeddings, draws: Sequence[int] | None = None) -> str:
+    """A hash of everything a cell's result depends on: params, the embeddings' bytes and the code that computes it
+    (and the draws run, when a sweep runs only some: ``embalance cell --draw``)."""
     import hashlib
 
     h = hashlib.sha256()
     relevant = {k: params[k] for k in RESULT_KEYS} | {"train": {k: v for k, v in params["train"].items() if k not in SPEED_ONLY}}
+    if draws is not None:
+        relevant["draws_run"] = list(draws)
     h.update(json.dumps(relevant, sort_keys=True, default=str).encode())
     h.update(json.dumps({k: v for k, v in emb.tags.items() if k.endswith("md5")}, sort_keys=True).encode())
     # The code that computes a cell: the experiment core and this stage (the same folders dvc.yaml names as deps).
@@ -246,7 +298,7 @@ class Checkpoint:
     def __init__(self, dataset: str, key: str, root: Path = Path(".embalance") / "sweep") -> None:
         self.path = ensure_writable_dir(root / dataset) / f"{key}.jsonl"
 
-    def load(self) -> dict[tuple[str, int], dict[str, Any]]:
+    def load(self) -> dict[Cell, dict[str, Any]]:
         if not self.path.is_file():
             return {}
         done = {}
@@ -255,7 +307,7 @@ class Checkpoint:
                 rec = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by the interruption: that cell is simply redone
                 continue
-            done[(rec["cell"]["method"], int(rec["cell"]["minority_size"]))] = rec
+            done[_cell_key(rec["cell"])] = rec
         return done
 
     def add(self, cell: Mapping[str, Any], folds: Sequence[Mapping[str, Any]]) -> None:
@@ -276,19 +328,22 @@ def run(
     embeddings_dir: Path | None = None,
     prepared_dir: Path | None = None,
     progress: bool = True,
+    draws: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Load embeddings, sweep all cells under one `sweep <dataset>` MLflow run, write the results files.
 
     An interrupted sweep resumes: cells that finished are read back from the checkpoint (not recomputed), and
-    the remaining cells are logged under the same MLflow sweep run.
+    the remaining cells are logged under the same MLflow sweep run. ``draws``: only these draws (default: every
+    draw of ``imbalance.draws``).
     """
+    run_draws = sweep_draws(params, draws)  # a bad draw fails before any work
     out_dir = out_dir or default_dir("results", dataset)
     ensure_writable_dir(out_dir)  # fail before the work, not after
     emb = load_embeddings(dataset, embeddings_dir, prepared_dir)
     check_sizes(emb.y_train, params["imbalance"]["minority_classes"], params["imbalance"]["sizes"])
     seed_everything(params["seed"])
     experiment_id = tracking.setup(params)
-    key = resume_key(params, emb)
+    key = resume_key(params, emb, None if draws is None else run_draws)
     checkpoint = Checkpoint(dataset, key)
     done = checkpoint.load()
     tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset}
@@ -301,9 +356,11 @@ def run(
         if resume_run is not None:
             _drop_unfinished_cells(parent.info.run_id, {rec["cell"]["mlflow_run_id"] for rec in done.values()})
         else:
-            mlflow.log_params({k: str(v) for k, v in {"dataset": dataset, "methods": params["augment"]["methods"], "sizes": params["imbalance"]["sizes"], "seed": params["seed"]}.items()})
+            mlflow.log_params({k: str(v) for k, v in {"dataset": dataset, "methods": params["augment"]["methods"], "sizes": params["imbalance"]["sizes"], "draws": run_draws, "seed": params["seed"]}.items()})
         writer = tracking.RunWriter(experiment_id, tags)
-        cells, folds = run_sweep(emb, params, dataset, writer=writer, parent_id=parent.info.run_id, progress=progress, done=done, on_cell=checkpoint.add)
+        cells, folds = run_sweep(
+            emb, params, dataset, writer=writer, parent_id=parent.info.run_id, progress=progress, done=done, on_cell=checkpoint.add, draws=run_draws
+        )
         write_results(cells, folds, out_dir, dataset)
         mlflow.log_artifacts(str(out_dir), artifact_path="results")
     checkpoint.clear()

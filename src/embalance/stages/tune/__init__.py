@@ -1,9 +1,13 @@
 """Stage `tune`: an Optuna study per (dataset, minority size), tracked in MLflow, resumable, shareable.
 
 The objective of a trial is the mean **validation** balanced accuracy over the CV folds of the imbalanced pool;
-the balanced test set is not loaded during the search. Folds are reported to Optuna one by one, so a CV-aware
-pruner (``WilcoxonPruner``) stops hopeless trials early. The search space lives in ``tune.space`` of
-params.yaml: dotted parameter keys, each with its distribution and the methods it applies to.
+with ``imbalance.draws: R`` it is the mean over the R draws of each draw's mean (the per-draw means are recorded
+too: the trial's ``draw_values``, MLflow's ``objective_draw<r>``, the trials table's ``value_draw<r>``). The balanced
+test set is not loaded during the search. Folds are reported to Optuna one by one (step ``r * n_folds + k`` for fold
+k of draw r), so a CV-aware pruner (``WilcoxonPruner``) stops hopeless trials early. The search space lives in
+``tune.space`` of params.yaml: dotted parameter keys, each with its distribution and the methods it applies to.
+A study records its number of draws; resuming it with another ``imbalance.draws`` is an error (its trials would
+not be comparable): give the study another name (``tune.study_name`` may use ``{draws}``).
 
 A study lives in an Optuna storage (default ``sqlite:///optuna.db``; ``postgresql+psycopg://...`` or
 ``journal:<file>`` for a team). Re-running with the same study name resumes it: finished trials are kept and only
@@ -14,7 +18,8 @@ exactly ``n_trials`` trials and no trial twice. With an RDB storage every runnin
 trial whose worker died (SIGKILL, a lost machine) is failed after ``tune.grace_period`` and a replacement runs.
 
 After the search, the best configuration and the untuned default of the same method are each evaluated once with
-the full protocol on the balanced test set; both go to MLflow and to ``results/<dataset>/best.json``.
+the full protocol (every draw) on the balanced test set; both go to MLflow and to ``results/<dataset>/best.json``
+(with R > 1: means over draws, and each draw's numbers under ``draws``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from optuna.trial import TrialState
 from embalance import tracking
 from embalance.data.embeddings import load_embeddings
 from embalance.errors import ConfigError
-from embalance.experiment.cells import fold_outcome, run_cell, summarise
+from embalance.experiment.cells import fold_outcome, over_draws, run_cells, summarise
 from embalance.experiment.protocol import Embeddings
 from embalance.experiment.recipe import FoldOutcome, apply_refit, cell_folds
 from embalance.experiment.train import TrainConfig, fit_mlp
@@ -67,19 +72,21 @@ def with_overrides(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict
     return over
 
 
-def validation_folds(emb: Embeddings, params: Mapping[str, Any], spec: StudySpec, config: Mapping[str, Any]) -> Iterator[FoldOutcome]:
-    """Train the folds of a configuration one at a time, scoring each on its held-out fold only (no test set)."""
+def validation_folds(emb: Embeddings, params: Mapping[str, Any], spec: StudySpec, config: Mapping[str, Any]) -> Iterator[tuple[int, FoldOutcome]]:
+    """Train the folds of a configuration one at a time, draw after draw, scoring each on its held-out fold only (no
+    test set); yields (draw, fold outcome)."""
     p = with_overrides(params, config)
     # Only the reading that is scored: no training beyond what it needs.
     train_cfg = replace(TrainConfig.from_params(p["train"]), both_readings=False)
-    for item in cell_folds(emb, method=config["method"], size=spec.size, params=p, dataset=spec.dataset):
-        if isinstance(item, FoldOutcome):
-            yield item
-            continue
-        t0 = time.perf_counter()
-        fit = fit_mlp(item.X, item.y, item.X_val, item.y_val, n_classes=emb.n_classes, config=train_cfg, seed=item.seed, options=item.options)
-        fit = apply_refit(item, fit, p)
-        yield fold_outcome(item, fit, emb.n_classes, None, item.seconds + time.perf_counter() - t0)
+    for draw in range(spec.draws):
+        for item in cell_folds(emb, method=config["method"], size=spec.size, params=p, dataset=spec.dataset, draw=draw):
+            if isinstance(item, FoldOutcome):
+                yield draw, item
+                continue
+            t0 = time.perf_counter()
+            fit = fit_mlp(item.X, item.y, item.X_val, item.y_val, n_classes=emb.n_classes, config=train_cfg, seed=item.seed, options=item.options)
+            fit = apply_refit(item, fit, p)
+            yield draw, fold_outcome(item, fit, emb.n_classes, None, item.seconds + time.perf_counter() - t0)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -162,6 +169,9 @@ def _run_trial(
     t0 = time.perf_counter()
     state, value, reason = TrialState.FAIL, None, ""
     scores: list[float] = []
+    by_draw: dict[int, list[float]] = {}
+    draw_values: list[float] = []
+    n_folds = params["cv"]["n_folds"]
     run_id: str | None = None
     with heartbeat(study, trial):
         try:
@@ -170,17 +180,24 @@ def _run_trial(
                 run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number), "embalance.worker": worker})
                 config = trial_config(trial, spec)
                 writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **config})
-            for outcome in validation_folds(emb, params, spec, config):
+            for draw, outcome in validation_folds(emb, params, spec, config):
+                where = f"fold {outcome.fold}" if spec.draws == 1 else f"fold {outcome.fold} of draw {draw}"
                 if outcome.status != "ok":
-                    raise optuna.TrialPruned(f"fold {outcome.fold} could not run: {outcome.status}: {outcome.reason}")
+                    raise optuna.TrialPruned(f"{where} could not run: {outcome.status}: {outcome.reason}")
                 score = outcome.metrics["val_balanced_accuracy"]
                 scores.append(score)
+                by_draw.setdefault(draw, []).append(score)
+                step = draw * n_folds + outcome.fold  # one step per fold of every draw: what the Wilcoxon pruner pairs on
                 with tracking.deferred_interrupts():
-                    writer.log(run_id, metrics={"val_balanced_accuracy": score}, step=outcome.fold)
-                    trial.report(score, step=outcome.fold)
+                    writer.log(run_id, metrics={"val_balanced_accuracy": score}, step=step)
+                    trial.report(score, step=step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after {len(scores)} folds (mean so far {np.mean(scores):.4f})")
-            value = float(np.mean(scores))
+            # Each draw weighs the same: the mean over draws of the draw's mean (one draw: the mean over its folds).
+            draw_values = [float(np.mean(by_draw[r])) for r in sorted(by_draw)]
+            value = float(np.mean(draw_values))
+            if spec.draws > 1:
+                trial.set_user_attr("draw_values", draw_values)
             state = TrialState.COMPLETE
         except optuna.TrialPruned as e:
             state, reason = TrialState.PRUNED, str(e)
@@ -203,7 +220,8 @@ def _run_trial(
                 if run_id is not None:
                     writer.log(
                         run_id,
-                        metrics={"objective": value, "folds_run": len(scores), "duration_s": time.perf_counter() - t0},
+                        metrics={"objective": value, "folds_run": len(scores), "duration_s": time.perf_counter() - t0,
+                                 **({f"objective_draw{r}": v for r, v in enumerate(draw_values)} if spec.draws > 1 else {})},
                         tags={"optuna.state": state.name, "embalance.reason": reason},
                     )
                     writer.finish(run_id, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(state, "FAILED"))
@@ -269,7 +287,7 @@ def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: st
             writer.client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
     run_id = writer.create(f"tune {spec.dataset} n={spec.size}", parent_id, {"embalance.run_type": "study", "embalance.study": spec.name})
-    writer.log(run_id, params={"study_name": spec.name, "storage": _without_password(spec.storage), "n_trials": spec.n_trials, "sampler": spec.sampler, "minority_size": spec.size, "methods": ",".join(spec.methods)})
+    writer.log(run_id, params={"study_name": spec.name, "storage": _without_password(spec.storage), "n_trials": spec.n_trials, "sampler": spec.sampler, "minority_size": spec.size, "methods": ",".join(spec.methods), "draws": spec.draws})
     return run_id
 
 
@@ -292,6 +310,7 @@ def run_study(
         study = optuna.create_study(
             study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True, sampler=make_sampler(spec.sampler, params["seed"]), pruner=make_pruner(tune)
         )
+        _check_draws(study, spec)
         for config in spec.grid:  # the fixed grid: enqueue what is not in the study yet
             if not any(t.params == config for t in study.get_trials(deepcopy=False)):
                 study.enqueue_trial(config)
@@ -316,6 +335,21 @@ def run_study(
         return None
     _wait_for_running(params, spec, writer, parent)
     return finish_study(params, spec, study, writer, parent, out_dir or default_dir("results", spec.dataset), data_dirs)
+
+
+def _check_draws(study: optuna.Study, spec: StudySpec) -> None:
+    """A study's objective is over a fixed number of draws: record it, and refuse to mix trials over different numbers.
+
+    A study without the record was made before draws existed (one draw), or is new (it takes this spec's number).
+    """
+    had = study.user_attrs.get("draws", 1 if study.get_trials(deepcopy=False) else None)
+    if had is not None and had != spec.draws:
+        raise ConfigError(
+            f"Study {spec.name!r} holds trials over imbalance.draws={had}, but got imbalance.draws={spec.draws}; their objectives "
+            f"are not comparable. Use another `tune.study_name` (e.g. \"{{dataset}}-n{{size}}-{{sampler}}-r{{draws}}\") or imbalance.draws={had}."
+        )
+    if "draws" not in study.user_attrs:
+        study.set_user_attr("draws", spec.draws)
 
 
 def _wait_for_running(params: Mapping[str, Any], spec: StudySpec, writer: tracking.RunWriter, parent_run_id: str, poll_s: float = 2.0) -> None:
@@ -351,8 +385,9 @@ def finish_study(
     best = study.best_trial
     config = dict(best.params)
     emb = load_embeddings(spec.dataset, *(data_dirs or ()))  # the test set, for the final evaluation only
-    tuned = summarise(run_cell(emb, method=config["method"], size=spec.size, params=with_overrides(params, config), dataset=spec.dataset))
-    default = summarise(run_cell(emb, method=config["method"], size=spec.size, params=params, dataset=spec.dataset))
+    tuned_draws = _evaluate(emb, config["method"], spec, with_overrides(params, config))
+    default_draws = _evaluate(emb, config["method"], spec, params)
+    tuned, default = over_draws(tuned_draws), over_draws(default_draws)
     metric = "test_balanced_accuracy_mean"
     result = {
         "dataset": spec.dataset,
@@ -367,6 +402,12 @@ def finish_study(
         "gain_test_balanced_accuracy": tuned[metric] - default[metric] if metric in tuned and metric in default else None,
         "n_trials": {s.name.lower(): sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)},
     }
+    if spec.draws > 1:  # each draw's numbers beside the means over draws
+        result["draws"] = {
+            "validation_balanced_accuracy": best.user_attrs.get("draw_values"),
+            "tuned": [_public(d) for d in tuned_draws],
+            "default": [_public(d) for d in default_draws],
+        }
     for label, summary in (("tuned", tuned), ("default", default)):
         run_id = writer.create(f"{label} {config['method']} n={spec.size}", parent, {"embalance.run_type": f"final_{label}"})
         writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **(result["overrides"] if label == "tuned" else {})}, metrics={k: v for k, v in summary.items() if isinstance(v, float)})
@@ -385,15 +426,25 @@ def finish_study(
     return result
 
 
+def _evaluate(emb: Embeddings, method: str, spec: StudySpec, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The full protocol on the test set, one summary per draw."""
+    cells = [(method, spec.size, r) for r in range(spec.draws)]
+    return [summarise(outcomes) for *_, outcomes in run_cells(emb, cells, params=params, dataset=spec.dataset)]
+
+
 def _public(summary: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("status", "n_folds_ok", "test_balanced_accuracy_mean", "test_balanced_accuracy_std", "test_macro_f1_mean", "test_macro_f1_std", "best_val_balanced_accuracy_mean")
+    keys = (
+        "status", "n_folds_ok", "test_balanced_accuracy_mean", "test_balanced_accuracy_std", "test_macro_f1_mean", "test_macro_f1_std", "best_val_balanced_accuracy_mean",
+        "n_draws", "test_balanced_accuracy_draw_std", "test_macro_f1_draw_std",  # several draws only (over_draws)
+    )  # fmt: skip
     return {k: summary[k] for k in keys if k in summary}
 
 
 def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
     rows = []
     for t in trials:
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "folds_run": t.user_attrs.get("folds_run"), **t.params,
+        per_draw = {f"value_draw{r}": v for r, v in enumerate(t.user_attrs.get("draw_values") or ())}  # several draws only
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, **per_draw, "folds_run": t.user_attrs.get("folds_run"), **t.params,
                      "duration_s": t.duration.total_seconds() if t.duration else None})
     return pd.DataFrame(rows)
 
@@ -404,7 +455,8 @@ def grid_markdown(table: pd.DataFrame, spec: StudySpec) -> str:
     lines = [
         f"# Grid checks: {spec.dataset}, minority size {spec.size}",
         "",
-        "Mean validation balanced accuracy over the CV folds (the test set is not used here).",
+        "Mean validation balanced accuracy over the CV folds (the test set is not used here)."
+        + (f" With {spec.draws} draws: the mean over draws of each draw's mean." if spec.draws > 1 else ""),
         "",
         "| method | " + " | ".join(keys) + " | validation balanced accuracy | state |",
         "|---|" + "---|" * len(keys) + "---|---|",

@@ -12,6 +12,7 @@ import optuna
 
 from embalance.errors import ConfigError
 from embalance.experiment.methods import OPTIONS, parse_method
+from embalance.experiment.recipe import n_draws
 from embalance.params import TuneParams, section, set_values
 from embalance.stages.tune.storage import _quiet_optuna
 
@@ -95,6 +96,7 @@ class StudySpec:
     dims: tuple[Dimension, ...]
     methods: tuple[str, ...]
     grid: tuple[dict[str, Any], ...]
+    draws: int = 1  # imbalance.draws: the objective is the mean over these draws of each draw's mean
 
 
 def study_specs(params: Mapping[str, Any], dataset: str, sizes: Sequence[int] | None = None) -> list[StudySpec]:
@@ -106,8 +108,9 @@ def study_specs(params: Mapping[str, Any], dataset: str, sizes: Sequence[int] | 
     for size in tune.sizes:
         dims = tuple(parse_space(tune, size, params["cv"]["n_folds"]))
         grid = tuple(grid_configs(tune.grid, dims, tune.methods)) if tune.sampler == "grid" else ()
-        name = tune.study_name.format(dataset=dataset, size=size, sampler=tune.sampler)
-        specs.append(StudySpec(dataset, size, name, tune.storage, len(grid) if grid else tune.n_trials, tune.sampler, dims, tuple(tune.methods), grid))
+        draws = n_draws(params)
+        name = tune.study_name.format(dataset=dataset, size=size, sampler=tune.sampler, draws=draws)
+        specs.append(StudySpec(dataset, size, name, tune.storage, len(grid) if grid else tune.n_trials, tune.sampler, dims, tuple(tune.methods), grid, draws))
     return specs
 
 
