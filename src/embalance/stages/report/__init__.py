@@ -110,20 +110,31 @@ from .params import check_params
 from .samples import FoldSamples, fold_samples, separability_auc, tsne_projection
 from .stats import (
     CONFIDENCE,
+    DRAW,
+    FOLD,
+    T_TEST,
+    WILCOXON,
     ZERO_TOL,
     BalancedTestSet,
     PairedTest,
+    Units,
     binomial_variance,
+    calibration_rates,
+    cohens_dz,
     combined_interval,
     holm,
+    n_draws,
     paired_comparisons,
     paired_test,
     rank_biserial,
     t_interval,
+    units_of,
 )
 from .tables import (
     DatasetReport,
     best_of,
+    calibration_summary,
+    cell_records,
     comparison_pairs,
     comparison_table,
     early_stop_table,
@@ -139,6 +150,7 @@ from .tables import (
     tuning_table,
     deployed_table,
     load_export,
+    unit_counts,
     variant_comparisons,
     variant_pairs,
 )
@@ -164,23 +176,32 @@ EMBEDDINGS_ROOT = default_dir("embeddings")  # <dataset> folders below
 __all__ = [
     "BEST_SYNTHETIC",
     "CONFIDENCE",
+    "DRAW",
+    "FOLD",
     "METRICS",
     "PRIMARY_METRIC",
     "PROJECTION_FOLD",
     "READINGS",
     "SELECT_BY",
+    "T_TEST",
+    "WILCOXON",
     "ZERO_TOL",
     "BalancedTestSet",
     "DatasetReport",
     "FoldSamples",
     "PairedTest",
+    "Units",
     "analyse",
     "baseline_line",
     "best_of",
     "binomial_variance",
+    "calibration_rates",
+    "calibration_summary",
+    "cell_records",
     "chance_level",
     "check_params",
     "claim_lines",
+    "cohens_dz",
     "combined_interval",
     "comparison_markdown",
     "comparison_pairs",
@@ -196,6 +217,7 @@ __all__ = [
     "load_test_set",
     "method_families",
     "method_style",
+    "n_draws",
     "paired_comparisons",
     "paired_test",
     "plot_early_stops",
@@ -229,6 +251,8 @@ __all__ = [
     "tests_markdown",
     "tsne_projection",
     "tuning_table",
+    "unit_counts",
+    "units_of",
     "variant_comparisons",
     "variant_lines",
     "variant_markdown",
@@ -237,11 +261,15 @@ __all__ = [
 
 
 def analyse(
-    cells: pd.DataFrame, folds: pd.DataFrame, best: Mapping[str, Any] | None, rep: Mapping[str, Any], dataset: str, test_set: BalancedTestSet | None = None
+    cells: pd.DataFrame, folds: pd.DataFrame, best: Mapping[str, Any] | None, rep: Mapping[str, Any], dataset: str, test_set: BalancedTestSet | None = None,
+    seed: int = 0,
 ) -> DatasetReport:
     """Every table of one dataset from its results (no files, no figures, no embeddings); ``test_set``: its balanced
-    test set, whose sampling error every interval includes (None: intervals over the folds only, and a warning)."""
-    alpha, ts = float(rep["alpha"]), test_set
+    test set, whose sampling error every interval includes (None: intervals over the units only, and a warning).
+    The unit is the draw with two or more draws of the minority rows, else the fold (:func:`units_of`); ``seed``
+    seeds the calibration check (:func:`calibration_summary`)."""
+    alpha, ts, units = float(rep["alpha"]), test_set, units_of(folds)
+    n_folds = int(folds["fold"].nunique()) if len(folds) else 0
     methods = list(dict.fromkeys(cells["method"]))
     synthetic = [m for m in rep["synthetic"] if m in methods]
     rebalancing = [m for m in rep["rebalancing"] if m in methods]
@@ -257,6 +285,8 @@ def analyse(
         primary_reading=primary_reading(folds),
         headline=headline_readings(folds, methods, synthetic, rebalancing, alpha=alpha, select_by=select_by, test_set=ts),
         select_by=select_by, test_set=ts, small_test_set=small_test_set(ts, int(rep["min_test_per_class"])),
+        units=units, n_folds=n_folds, calibration=calibration_summary(units, n_folds, alpha, seed),
+        unit_counts=unit_counts(folds, methods, list(rep["baselines"]), synthetic, rebalancing, alpha=alpha, select_by=select_by, test_set=ts),
     )
 
 
@@ -340,7 +370,7 @@ def report_dataset(
     rep = check_params(params)
     cells, folds, best = load_results(results_dir, dataset)
     tables, figures = out_dir / "tables", out_dir / "figures"
-    r = analyse(cells, folds, best, rep, dataset, load_test_set(params, dataset, embeddings_dir, prepared_dir))
+    r = analyse(cells, folds, best, rep, dataset, load_test_set(params, dataset, embeddings_dir, prepared_dir), seed=derive_seed(params["seed"], "calibration"))
     r.deployed = deployed_table(load_export(models_dir, dataset), r.summary, r.tuning, r.test_set)
     if len(r.deployed):
         r.deployed.to_csv(tables / f"{dataset}_deployed.csv", index=False)
@@ -509,6 +539,7 @@ def run(
         for r in reports:  # a small (or unknown) test set, in MLflow too
             if r.test_set is not None:
                 mlflow.log_param(f"{r.dataset}.test_rows_per_class", ",".join(map(str, r.test_set.counts)))
+            mlflow.log_params({f"{r.dataset}.unit": r.units.label, f"{r.dataset}.n_draws": r.units.n_draws})
             if r.small_test_set is not None:
                 mlflow.set_tag(f"embalance.warning.{r.dataset}", " ".join(test_set_lines(r))[:5000])
         (out_dir / "README.md").write_text(readme_text(reports, params))
