@@ -3,13 +3,13 @@
 It reads what the sweep wrote (``results/<dataset>/cells.csv`` and ``folds.csv``) and, where present, what tuning
 wrote (``results/<dataset>/best.json``), and writes ``reports/``:
 
-- ``tables/<dataset>_results.{md,csv}``: method × minority size, mean and 95% interval (folds and test set) over the folds that ran,
+- ``tables/<dataset>_results.{md,csv}``: method × minority size, mean and 95% interval (units and test set) over the units that ran,
   of balanced test accuracy and macro-F1; the best cell per size marked; cells that could not run with their
   status and reason.
 - ``tables/<dataset>_tests.{md,csv}``: every method against ``none`` and against ``random`` (``report.baselines``),
-  a Wilcoxon signed-rank test per size over the folds (paired by fold index: the sweep gives every method the
-  same folds and the same MLP seed per (size, fold)), Holm-corrected over the sizes, with the mean paired
-  difference and the matched-pairs rank-biserial correlation as effect sizes.
+  a paired test per size (paired by (draw, fold): the sweep gives every method the same pool, folds and MLP seed
+  per (size, draw, fold)), Holm-corrected over the sizes, with the mean paired difference, Cohen's d_z and the
+  matched-pairs rank-biserial correlation as effect sizes.
 - ``tables/<dataset>_synthetic_vs_rebalancing.{md,csv}``: is it the synthetic samples or just the rebalancing? Every
   synthetic method (``report.synthetic``) against every plain rebalancing method (``report.rebalancing``), and per
   size the best synthetic method against the best plain rebalancing method.
@@ -32,14 +32,23 @@ The same files go to an MLflow run named ``report``.
 
 Statistics, precisely:
 
-- **CI**: mean ± t(0.975, ν) · sqrt(s²/n + v_test) over the n folds that ran (s with ddof=1); n = 1 gives no interval.
+- **Unit** (``stats.units_of``): with two or more draws of the minority rows (``draw`` column of folds.csv and
+  cells.csv, ``imbalance.draws``) the draw, whose score is the mean over its folds that ran; with one draw (or no
+  ``draw`` column: draw 0) the fold, and every statistic is conditional on that draw (column ``unit``). The folds of
+  a draw share its minority rows, most training rows and the test set: not independent replicates (Dietterich 1998;
+  Nadeau & Bengio 2003; Bouckaert & Frank 2004). ``stats.calibration_rates`` simulates what treating them as
+  independent costs; ``tables.unit_counts`` counts what the fold level would call significant at two or more draws.
+- **CI**: mean ± t(0.975, ν) · sqrt(s²/n + v_test) over the n units that ran (s with ddof=1); n = 1 gives no interval.
   v_test = (1/C²) Σ_c p̃_c(1 − p̃_c)/m_c is the binomial sampling variance of a balanced accuracy on the balanced test
   set (m_c rows of class c, p_c the cell's mean recall of class c, p̃_c = (m_c p_c + 1)/(m_c + 2)); the test set is
   shared by every fold, so v_test is not divided by n; ν by Welch-Satterthwaite (``stats.combined_interval``). The
   interval of a paired difference adds both cells' v_test (no correlation assumed: conservative). The test set's
   size comes from the embeddings' ``test_labels.npy`` (else the prepared ``meta.json``); a test set with fewer than
   ``report.min_test_per_class`` rows of a class is flagged in the console, in MLflow and in the README.
-- **Paired test**: differences d_k = method_k - baseline_k over the folds k where both ran; conditional on the test
+- **Paired test at the draw level**: a draw's difference is the mean of its paired fold differences (the folds where
+  both ran), over the draws with at least one; two-sided ``scipy.stats.ttest_rel`` over them (a signed-rank test over
+  5 draws cannot go below p = 0.0625; its p is kept as ``p_wilcoxon``), Cohen's d_z = mean / sd of the differences.
+- **Paired test at the fold level**: differences d_k = method_k - baseline_k over the folds k where both ran; conditional on the test
   set (every method is scored on the same rows), the generalisation to other test rows is in the interval. Differences with
   |d| <= 1e-12 count as zero and are dropped (Wilcoxon's treatment of zeros); scipy's ``wilcoxon`` on the rest,
   two-sided, ``method="auto"`` (exact null distribution without ties; with ties an exact permutation test for
@@ -166,7 +175,9 @@ from .text import (
     synthetic_vs_rebalancing_file_text,
     synthetic_vs_rebalancing_lines,
     test_set_lines,
+    tests_file_text,
     training_length_file_text,
+    unit_lines,
     variant_lines,
 )
 
@@ -252,6 +263,7 @@ __all__ = [
     "tsne_projection",
     "tuning_table",
     "unit_counts",
+    "unit_lines",
     "units_of",
     "variant_comparisons",
     "variant_lines",
@@ -317,8 +329,8 @@ def _write_tables(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[str,
     d, alpha = r.dataset, float(rep["alpha"])
     r.summary.to_csv(tables / f"{d}_results.csv", index=False)
     r.comparisons.to_csv(tables / f"{d}_tests.csv", index=False)
-    (tables / f"{d}_results.md").write_text(results_file_text(r.summary))
-    (tables / f"{d}_tests.md").write_text(tests_markdown(r.comparisons) + "\n")
+    (tables / f"{d}_results.md").write_text(results_file_text(r.summary, r.units, d))
+    (tables / f"{d}_tests.md").write_text(tests_file_text(r.comparisons, r.units, d))
     if len(r.tuning):
         r.tuning.to_csv(tables / f"{d}_tuning.csv", index=False)
     if len(r.svr_best):
