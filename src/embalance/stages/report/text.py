@@ -17,6 +17,7 @@ from embalance.experiment.methods import SYNTHETIC_METHODS
 
 from .markdown import (
     comparison_markdown,
+    deployed_markdown,
     early_stop_markdown,
     names_text,
     pairs_markdown,
@@ -26,7 +27,6 @@ from .markdown import (
     sizes_text,
     synthetic_vs_rebalancing_markdown,
     tests_markdown,
-    deployed_markdown,
     tuning_markdown,
     variant_markdown,
 )
