@@ -212,7 +212,7 @@ def paired_test(
     nonzero = d[np.abs(d) > ZERO_TOL]
     r, dz = rank_biserial(d), cohens_dz(d)
     if n < 2:
-        return PairedTest(n, len(nonzero), mean, median, ci, r, 1.0, f"{n} paired unit(s): fewer than 2, no test (p = 1)", test, dz, 1.0)
+        return PairedTest(n, len(nonzero), mean, median, ci, r, 1.0, f"{n} paired {'draw' if test == T_TEST else 'fold'}(s): fewer than 2, no test (p = 1)", test, dz, 1.0)
     if len(nonzero) == 0:
         return PairedTest(n, 0, mean, median, ci, r, 1.0, "all paired differences are zero: no test (p = 1)", test, dz, 1.0)
     p_w = _wilcoxon_p(tuple(sorted(zip(stats.rankdata(np.abs(nonzero)).tolist(), np.sign(nonzero).astype(int).tolist(), strict=True))))
