@@ -3,13 +3,13 @@
 It reads what the sweep wrote (``results/<dataset>/cells.csv`` and ``folds.csv``) and, where present, what tuning
 wrote (``results/<dataset>/best.json``), and writes ``reports/``:
 
-- ``tables/<dataset>_results.{md,csv}``: method × minority size, mean and 95% interval (folds and test set) over the folds that ran,
+- ``tables/<dataset>_results.{md,csv}``: method × minority size, mean and 95% interval (units and test set) over the units that ran,
   of balanced test accuracy and macro-F1; the best cell per size marked; cells that could not run with their
   status and reason.
 - ``tables/<dataset>_tests.{md,csv}``: every method against ``none`` and against ``random`` (``report.baselines``),
-  a Wilcoxon signed-rank test per size over the folds (paired by fold index: the sweep gives every method the
-  same folds and the same MLP seed per (size, fold)), Holm-corrected over the sizes, with the mean paired
-  difference and the matched-pairs rank-biserial correlation as effect sizes.
+  a paired test per size (paired by (draw, fold): the sweep gives every method the same pool, folds and MLP seed
+  per (size, draw, fold)), Holm-corrected over the sizes, with the mean paired difference, Cohen's d_z and the
+  matched-pairs rank-biserial correlation as effect sizes.
 - ``tables/<dataset>_synthetic_vs_rebalancing.{md,csv}``: is it the synthetic samples or just the rebalancing? Every
   synthetic method (``report.synthetic``) against every plain rebalancing method (``report.rebalancing``), and per
   size the best synthetic method against the best plain rebalancing method.
@@ -32,14 +32,23 @@ The same files go to an MLflow run named ``report``.
 
 Statistics, precisely:
 
-- **CI**: mean ± t(0.975, ν) · sqrt(s²/n + v_test) over the n folds that ran (s with ddof=1); n = 1 gives no interval.
+- **Unit** (``stats.units_of``): with two or more draws of the minority rows (``draw`` column of folds.csv and
+  cells.csv, ``imbalance.draws``) the draw, whose score is the mean over its folds that ran; with one draw (or no
+  ``draw`` column: draw 0) the fold, and every statistic is conditional on that draw (column ``unit``). The folds of
+  a draw share its minority rows, most training rows and the test set: not independent replicates (Dietterich 1998;
+  Nadeau & Bengio 2003; Bouckaert & Frank 2004). ``stats.calibration_rates`` simulates what treating them as
+  independent costs; ``tables.unit_counts`` counts what the fold level would call significant at two or more draws.
+- **CI**: mean ± t(0.975, ν) · sqrt(s²/n + v_test) over the n units that ran (s with ddof=1); n = 1 gives no interval.
   v_test = (1/C²) Σ_c p̃_c(1 − p̃_c)/m_c is the binomial sampling variance of a balanced accuracy on the balanced test
   set (m_c rows of class c, p_c the cell's mean recall of class c, p̃_c = (m_c p_c + 1)/(m_c + 2)); the test set is
   shared by every fold, so v_test is not divided by n; ν by Welch-Satterthwaite (``stats.combined_interval``). The
   interval of a paired difference adds both cells' v_test (no correlation assumed: conservative). The test set's
   size comes from the embeddings' ``test_labels.npy`` (else the prepared ``meta.json``); a test set with fewer than
   ``report.min_test_per_class`` rows of a class is flagged in the console, in MLflow and in the README.
-- **Paired test**: differences d_k = method_k - baseline_k over the folds k where both ran; conditional on the test
+- **Paired test at the draw level**: a draw's difference is the mean of its paired fold differences (the folds where
+  both ran), over the draws with at least one; two-sided ``scipy.stats.ttest_rel`` over them (a signed-rank test over
+  5 draws cannot go below p = 0.0625; its p is kept as ``p_wilcoxon``), Cohen's d_z = mean / sd of the differences.
+- **Paired test at the fold level**: differences d_k = method_k - baseline_k over the folds k where both ran; conditional on the test
   set (every method is scored on the same rows), the generalisation to other test rows is in the interval. Differences with
   |d| <= 1e-12 count as zero and are dropped (Wilcoxon's treatment of zeros); scipy's ``wilcoxon`` on the rest,
   two-sided, ``method="auto"`` (exact null distribution without ties; with ties an exact permutation test for
@@ -110,24 +119,38 @@ from .params import check_params
 from .samples import FoldSamples, fold_samples, separability_auc, tsne_projection
 from .stats import (
     CONFIDENCE,
+    DRAW,
+    FOLD,
+    T_TEST,
+    WILCOXON,
     ZERO_TOL,
     BalancedTestSet,
     PairedTest,
+    Units,
     binomial_variance,
+    calibration_rates,
+    cohens_dz,
     combined_interval,
     holm,
+    n_draws,
     paired_comparisons,
     paired_test,
     rank_biserial,
     t_interval,
+    units_of,
 )
 from .tables import (
     DatasetReport,
     best_of,
+    calibration_summary,
+    cell_records,
+    class_table,
     comparison_pairs,
     comparison_table,
+    deployed_table,
     early_stop_table,
     headline_readings,
+    load_export,
     load_results,
     primary_reading,
     readings_table,
@@ -137,9 +160,7 @@ from .tables import (
     summary_table,
     synthetic_vs_rebalancing,
     tuning_table,
-    class_table,
-    deployed_table,
-    load_export,
+    unit_counts,
     variant_comparisons,
     variant_pairs,
 )
@@ -155,7 +176,9 @@ from .text import (
     synthetic_vs_rebalancing_file_text,
     synthetic_vs_rebalancing_lines,
     test_set_lines,
+    tests_file_text,
     training_length_file_text,
+    unit_lines,
     variant_lines,
 )
 
@@ -165,23 +188,32 @@ EMBEDDINGS_ROOT = default_dir("embeddings")  # <dataset> folders below
 __all__ = [
     "BEST_SYNTHETIC",
     "CONFIDENCE",
+    "DRAW",
+    "FOLD",
     "METRICS",
     "PRIMARY_METRIC",
     "PROJECTION_FOLD",
     "READINGS",
     "SELECT_BY",
+    "T_TEST",
+    "WILCOXON",
     "ZERO_TOL",
     "BalancedTestSet",
     "DatasetReport",
     "FoldSamples",
     "PairedTest",
+    "Units",
     "analyse",
     "baseline_line",
     "best_of",
     "binomial_variance",
+    "calibration_rates",
+    "calibration_summary",
+    "cell_records",
     "chance_level",
     "check_params",
     "claim_lines",
+    "cohens_dz",
     "combined_interval",
     "comparison_markdown",
     "comparison_pairs",
@@ -197,6 +229,7 @@ __all__ = [
     "load_test_set",
     "method_families",
     "method_style",
+    "n_draws",
     "paired_comparisons",
     "paired_test",
     "plot_early_stops",
@@ -230,6 +263,9 @@ __all__ = [
     "tests_markdown",
     "tsne_projection",
     "tuning_table",
+    "unit_counts",
+    "unit_lines",
+    "units_of",
     "variant_comparisons",
     "variant_lines",
     "variant_markdown",
@@ -238,11 +274,15 @@ __all__ = [
 
 
 def analyse(
-    cells: pd.DataFrame, folds: pd.DataFrame, best: Mapping[str, Any] | None, rep: Mapping[str, Any], dataset: str, test_set: BalancedTestSet | None = None
+    cells: pd.DataFrame, folds: pd.DataFrame, best: Mapping[str, Any] | None, rep: Mapping[str, Any], dataset: str, test_set: BalancedTestSet | None = None,
+    seed: int = 0,
 ) -> DatasetReport:
     """Every table of one dataset from its results (no files, no figures, no embeddings); ``test_set``: its balanced
-    test set, whose sampling error every interval includes (None: intervals over the folds only, and a warning)."""
-    alpha, ts = float(rep["alpha"]), test_set
+    test set, whose sampling error every interval includes (None: intervals over the units only, and a warning).
+    The unit is the draw with two or more draws of the minority rows, else the fold (:func:`units_of`); ``seed``
+    seeds the calibration check (:func:`calibration_summary`)."""
+    alpha, ts, units = float(rep["alpha"]), test_set, units_of(folds)
+    n_folds = int(folds["fold"].nunique()) if len(folds) else 0
     methods = list(dict.fromkeys(cells["method"]))
     synthetic = [m for m in rep["synthetic"] if m in methods]
     rebalancing = [m for m in rep["rebalancing"] if m in methods]
@@ -258,6 +298,8 @@ def analyse(
         primary_reading=primary_reading(folds),
         headline=headline_readings(folds, methods, synthetic, rebalancing, alpha=alpha, select_by=select_by, test_set=ts),
         select_by=select_by, test_set=ts, small_test_set=small_test_set(ts, int(rep["min_test_per_class"])),
+        units=units, n_folds=n_folds, calibration=calibration_summary(units, n_folds, alpha, seed),
+        unit_counts=unit_counts(folds, methods, list(rep["baselines"]), synthetic, rebalancing, alpha=alpha, select_by=select_by, test_set=ts),
     )
 
 
@@ -288,8 +330,8 @@ def _write_tables(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[str,
     d, alpha = r.dataset, float(rep["alpha"])
     r.summary.to_csv(tables / f"{d}_results.csv", index=False)
     r.comparisons.to_csv(tables / f"{d}_tests.csv", index=False)
-    (tables / f"{d}_results.md").write_text(results_file_text(r.summary))
-    (tables / f"{d}_tests.md").write_text(tests_markdown(r.comparisons) + "\n")
+    (tables / f"{d}_results.md").write_text(results_file_text(r.summary, r.units, d))
+    (tables / f"{d}_tests.md").write_text(tests_file_text(r.comparisons, r.units, d))
     if len(r.tuning):
         r.tuning.to_csv(tables / f"{d}_tuning.csv", index=False)
     if len(r.svr_best):
@@ -341,7 +383,7 @@ def report_dataset(
     rep = check_params(params)
     cells, folds, best = load_results(results_dir, dataset)
     tables, figures = out_dir / "tables", out_dir / "figures"
-    r = analyse(cells, folds, best, rep, dataset, load_test_set(params, dataset, embeddings_dir, prepared_dir))
+    r = analyse(cells, folds, best, rep, dataset, load_test_set(params, dataset, embeddings_dir, prepared_dir), seed=derive_seed(params["seed"], "calibration"))
     r.classes = class_table(folds, r.test_set)
     if len(r.classes):
         r.classes.to_csv(tables / f"{dataset}_classes.csv", index=False)
@@ -513,6 +555,7 @@ def run(
         for r in reports:  # a small (or unknown) test set, in MLflow too
             if r.test_set is not None:
                 mlflow.log_param(f"{r.dataset}.test_rows_per_class", ",".join(map(str, r.test_set.counts)))
+            mlflow.log_params({f"{r.dataset}.unit": r.units.label, f"{r.dataset}.n_draws": r.units.n_draws})
             if r.small_test_set is not None:
                 mlflow.set_tag(f"embalance.warning.{r.dataset}", " ".join(test_set_lines(r))[:5000])
         (out_dir / "README.md").write_text(readme_text(reports, params))

@@ -99,8 +99,17 @@ def _finish(fig: Any, axes: Any, path: Path, legend_title: str = "method") -> No
     _plt().close(fig)
 
 
+def _by_draw(df: pd.DataFrame) -> bool:
+    """Whether a table's statistics are over draws (column ``unit``), so that a figure says what it shows."""
+    return "unit" in df and bool((df["unit"] == "draw").any())
+
+
+def _paired(df: pd.DataFrame) -> str:
+    return "paired draws" if _by_draw(df) else "paired folds of one draw"
+
+
 def plot_metric_vs_size(summary: pd.DataFrame, metric: str, dataset: str, path: Path, chance: float | None = None) -> None:
-    """Mean over folds against minority size, one panel per family of methods, a band for the 95% interval (folds and
+    """Mean over the units (draws or folds) against minority size, one panel per family of methods, a band for the 95% interval (folds and
     test set); a dotted line at ``chance`` (1/C) where the number of classes is known."""
     df = summary[summary["metric"] == metric]
     families = method_families(list(dict.fromkeys(df["method"])))
@@ -123,7 +132,8 @@ def plot_metric_vs_size(summary: pd.DataFrame, metric: str, dataset: str, path: 
         ax.set_ylabel(f"{METRICS[metric]}\n(fraction)")
         ax.set_title(_cap(family), fontsize=9, loc="left")
     chance_text = f"; dotted: chance for {round(1 / chance)} classes" if chance is not None else ""
-    fig.suptitle(f"{dataset}: {METRICS[metric]} vs minority size (mean over CV folds, band: 95% interval, folds and test set{chance_text})", fontsize=10)
+    over = "draws, band: 95% interval, draws" if _by_draw(df) else "CV folds of one draw, band: 95% interval, folds"
+    fig.suptitle(f"{dataset}: {METRICS[metric]} vs minority size (mean over {over} and test set{chance_text})", fontsize=10)
     _finish(fig, axes, path)
 
 
@@ -169,7 +179,7 @@ def plot_gain(comparisons: pd.DataFrame, metric: str, baseline: str, dataset: st
     filled markers: significant after Holm."""
     df = comparisons[(comparisons["metric"] == metric) & (comparisons["baseline"] == baseline) & comparisons["tested"]]
     title = f"{dataset}: gain in {METRICS[metric]} over `{baseline}` per minority size (band: 95% interval of the paired differences, test set included)"
-    _family_gain_figure(df, ylabel=f"method − {baseline}\n(pp, mean over paired folds)", title=title, path=path, alpha=alpha)
+    _family_gain_figure(df, ylabel=f"method − {baseline}\n(pp, mean over {_paired(df)})", title=title, path=path, alpha=alpha)
 
 
 def plot_synthetic_vs_rebalancing(best: pd.DataFrame, metric: str, dataset: str, path: Path, alpha: float) -> None:
@@ -214,7 +224,7 @@ def plot_variant_gains(comp: pd.DataFrame, metric: str, dataset: str, path: Path
             _gain_line(ax, g, f"{variant} − {ref}", ADDED_COLOURS.get(added, "black"), "-" if ref == base else "--")
         _significance_legend(ax, alpha)
         _size_axis(ax, sizes, label=i == len(bases) - 1)
-        ax.set_ylabel("variant − reference\n(pp, paired folds)")
+        ax.set_ylabel(f"variant − reference\n(pp, {_paired(df)})")
         ax.set_title(f"base method {base}", fontsize=9, loc="left")
     fig.suptitle(f"{dataset}: what mixup and last-layer refitting add ({METRICS.get(metric, metric)}; colour: options added)", fontsize=10)
     _finish(fig, axes, path, legend_title="comparison")
@@ -247,7 +257,7 @@ def plot_readings(readings: pd.DataFrame, dataset: str, path: Path, alpha: float
     """Fixed-budget minus early-stopping reading per method and size, one panel per family of methods."""
     metric = str(readings["metric"].iloc[0]) if len(readings) else PRIMARY_METRIC
     title = f"{dataset}: {METRICS.get(metric, metric)}, fixed epoch budget minus early stopping (band: 95% interval, test set included)"
-    _family_gain_figure(readings[readings["tested"]], ylabel="fixed − early stopping\n(pp, paired folds)", title=title, path=path, alpha=alpha)
+    _family_gain_figure(readings[readings["tested"]], ylabel=f"fixed − early stopping\n(pp, {_paired(readings)})", title=title, path=path, alpha=alpha)
 
 
 GROUP_STYLE = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,6 +12,7 @@ import pandas as pd
 from .names import (
     BEST_SYNTHETIC,
 )
+from .stats import DRAW, T_TEST
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -22,7 +22,8 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def results_markdown(summary: pd.DataFrame, metric: str) -> str:
-    """Method × size: mean ± 95% CI half-width; **bold** = best at that size; not-run cells with numbered reasons."""
+    """Method × size: mean ± 95% CI half-width; **bold** = best at that size; not-run cells with numbered reasons; at
+    the draw level, cells that ran in fewer draws than they were run for say in how many."""
     df = summary[summary["metric"] == metric]
     sizes = sorted(df["minority_size"].unique().tolist())
     notes: dict[tuple[str, str], int] = {}
@@ -45,6 +46,8 @@ def results_markdown(summary: pd.DataFrame, metric: str) -> str:
             if r["n_folds_ok"] < r["n_folds"]:
                 k = notes.setdefault((r["status"], r["reason"]), len(notes) + 1)
                 text += f" ({r['n_folds_ok']}/{r['n_folds']} folds [{k}])"
+            if r.get("unit") == DRAW and r["n_units"] < r["n_draws"]:
+                text += f" ({r['n_units']}/{r['n_draws']} draws)"
             row.append(text)
         rows.append(row)
     out = md_table(["method", *[f"n={s}" for s in sizes]], rows)
@@ -53,11 +56,17 @@ def results_markdown(summary: pd.DataFrame, metric: str) -> str:
     return out
 
 
+def effect_text(r: Mapping[str, Any]) -> str:
+    """The effect size shown next to a mean difference: Cohen's d_z after a t-test (draw level), else rank-biserial r."""
+    return f"d_z={r['cohens_dz']:+.2f}" if r.get("test") == T_TEST else f"r={r['rank_biserial']:+.2f}"
+
+
 def diff_cell(r: Mapping[str, Any]) -> str:
-    """A paired comparison in one table cell: mean difference (pp), rank-biserial r, Holm p; bold if significant."""
+    """A paired comparison in one table cell: mean difference (pp), effect size (:func:`effect_text`), Holm p; bold if
+    significant."""
     if not r["tested"]:
         return "not run"
-    text = f"{100 * r['mean_diff']:+.1f} pp (r={r['rank_biserial']:+.2f}, p={r['p_holm']:.3g})"
+    text = f"{100 * r['mean_diff']:+.1f} pp ({effect_text(r)}, p={r['p_holm']:.3g})"
     return f"**{text}**" if r["significant"] else text
 
 
@@ -83,17 +92,23 @@ def comparison_markdown(comp: pd.DataFrame, metric: str, baseline: str) -> str:
 
 
 def tests_markdown(comp: pd.DataFrame) -> str:
-    """The full long table of paired tests."""
-    rows = [
-        [
-            r["metric"], f"`{r['method']}`", f"`{r['baseline']}`", str(r["minority_size"]), str(r["n_pairs"]), str(r["n_nonzero"]),
-            num(r["method_mean"]), num(r["baseline_mean"]), f"{100 * r['mean_diff']:+.2f}" if r["tested"] else "",
-            f"{r['rank_biserial']:+.2f}" if r["tested"] else "", f"{r['p_value']:.3g}", f"{r['p_holm']:.3g}",
-            "yes" if r["significant"] else "no", r["note"],
-        ]
-        for r in comp.to_dict("records")
-    ]
-    header = ["metric", "method", "baseline", "n", "pairs", "non-zero", "method mean", "baseline mean", "diff (pp)", "rank-biserial", "p", "p (Holm)", "significant", "note"]
+    """The full long table of paired tests. At the draw level (paired t over draw means) with the paired draws, the
+    paired folds under them and the Wilcoxon p alongside; at the fold level the paired folds (of one draw)."""
+    draw = bool(len(comp)) and bool((comp["unit"] == DRAW).any())
+    rows = []
+    for r in comp.to_dict("records"):
+        diff = "" if not r["tested"] else f"{100 * r['mean_diff']:+.2f}" + ("" if np.isnan(r["diff_ci_half_width"]) else f" ± {100 * r['diff_ci_half_width']:.2f}")
+        units = [str(r["n_units"]), str(r["n_pairs"])] if draw else [str(r["n_pairs"])]
+        rows.append([
+            r["metric"], f"`{r['method']}`", f"`{r['baseline']}`", str(r["minority_size"]), *units, str(r["n_nonzero"]),
+            num(r["method_mean"]), num(r["baseline_mean"]), diff, f"{r['cohens_dz']:+.2f}" if r["tested"] else "",
+            f"{r['rank_biserial']:+.2f}" if r["tested"] else "", f"{r['p_value']:.3g}", *([f"{r['p_wilcoxon']:.3g}"] if draw else []),
+            f"{r['p_holm']:.3g}", "yes" if r["significant"] else "no", r["note"],
+        ])
+    units_head = ["paired draws", "paired folds"] if draw else ["paired folds"]
+    p_head = ["p (paired t)", "p (Wilcoxon)"] if draw else ["p (Wilcoxon)"]
+    header = ["metric", "method", "baseline", "n", *units_head, "non-zero", "method mean", "baseline mean", "diff ± 95% (pp)", "d_z", "rank-biserial",
+              *p_head, "p (Holm)", "significant", "note"]
     return md_table(header, rows)
 
 

@@ -24,23 +24,32 @@ from .names import (
     SELECT_BY,
 )
 from .stats import (
+    CALIBRATION_SD,
+    CALIBRATION_STUDIES,
     COMPARISON_COLUMNS,
     CONFIDENCE,
+    DRAW,
+    FOLD,
     ZERO_TOL,
     BalancedTestSet,
-    _fold_values,
+    Units,
+    _cell_rows,
     _holm_rows,
     _ok_folds,
     _paired_row,
     _sizes,
     _untested_row,
     binomial_variance,
+    calibration_rates,
     combined_interval,
+    fold_scores,
     paired_comparisons,
-    paired_fields,
-    paired_test,
+    paired_scores,
     sampling_variance,
     t_interval,
+    to_units,
+    unit_values,
+    units_of,
 )
 
 
@@ -64,28 +73,55 @@ def load_results(results_dir: Path, dataset: str) -> tuple[pd.DataFrame, pd.Data
     return cells, folds, best
 
 
+def cell_records(cells: pd.DataFrame) -> list[dict[str, Any]]:
+    """One record per (method, size) of cells.csv. With one row per cell (one draw) the rows themselves; with a row per
+    (method, size, draw), one record per (method, size): ``n_draws`` rows, ``n_folds`` summed, ``status`` and ``reason``
+    of the first draw that did not run fully (its reason says in how many draws), run ids joined by ``;``."""
+    if "draw" not in cells or not cells.duplicated(["method", "minority_size"]).any():
+        return [{**c, "n_draws": 1} for c in cells.to_dict("records")]
+    out = []
+    for _, g in cells.groupby(["method", "minority_size"], sort=False):
+        recs = g.to_dict("records")
+        bad = [r for r in recs if r["status"] != "ok"]
+        first = bad[0] if bad else recs[0]
+        reason = f"{first.get('reason', '')} ({len(bad)} of {len(recs)} draws)" if bad else first.get("reason", "")
+        out.append({
+            **recs[0], "status": first["status"], "reason": reason, "n_draws": len(recs),
+            "mlflow_run_id": ";".join(str(r.get("mlflow_run_id", "")) for r in recs),
+            **({"n_folds": int(g["n_folds"].sum())} if "n_folds" in g else {}),
+        })
+    return out
+
+
 def summary_table(
-    cells: pd.DataFrame, folds: pd.DataFrame, metrics: Sequence[str] = tuple(METRICS), confidence: float = CONFIDENCE, test_set: BalancedTestSet | None = None
+    cells: pd.DataFrame, folds: pd.DataFrame, metrics: Sequence[str] = tuple(METRICS), confidence: float = CONFIDENCE, test_set: BalancedTestSet | None = None,
+    level: str | None = None,
 ) -> pd.DataFrame:
-    """One row per (metric, method, size): status, reason, folds that ran, mean, std, the interval (``ci_*``: folds and
-    test set, :func:`combined_interval`), its two parts alone (``fold_ci_half_width``: the t-interval over the folds;
-    ``test_ci_half_width``: the normal interval of the test set's binomial error alone), best-of-size flag."""
+    """One row per (metric, method, size): status, reason, folds that ran, the unit (``unit``: draw or fold, see
+    :func:`units_of`) and how many ran (``n_units``; ``n_draws``: draws the cell was run for), mean over the units, std
+    over the folds, the interval (``ci_*``: units and test set, :func:`combined_interval`), its two parts alone
+    (``unit_ci_half_width``: the t-interval over the units; ``test_ci_half_width``: the normal interval of the test set's
+    binomial error alone), ``fold_ci_half_width`` (the t-interval over all the folds that ran as if independent: the
+    same as the unit's with one draw, too narrow with more), best-of-size flag."""
     z = float(stats.norm.ppf((1 + confidence) / 2))
-    ok = _ok_folds(folds)
+    ok, units = _ok_folds(folds), units_of(folds, level)
     rows = []
     for metric in metrics:
-        for cell in cells.to_dict("records"):
+        for cell in cell_records(cells):
             method, size = cell["method"], int(cell["minority_size"])
-            sel = ok[(ok["method"] == method) & (ok["minority_size"] == size)] if len(ok) else ok
+            sel = _cell_rows(ok, method, size)
             values = sel[metric].to_numpy(dtype=float) if metric in sel else np.array([])
+            per_unit = unit_values(ok, metric, method, size, units).to_numpy()
             v_test = sampling_variance(sel, metric, test_set)
-            mean, half = combined_interval(values, v_test, confidence)
+            mean, half = combined_interval(per_unit, v_test, confidence)
             rows.append(
                 {
                     "dataset": cell.get("dataset", ""), "metric": metric, "method": method, "minority_size": size,
                     "status": cell["status"], "reason": cell.get("reason", ""), "n_folds": int(cell.get("n_folds", len(values))),
-                    "n_folds_ok": len(values), "mean": mean, "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-                    "ci_low": mean - half, "ci_high": mean + half, "ci_half_width": half, "fold_ci_half_width": t_interval(values, confidence)[1],
+                    "n_folds_ok": len(values), "unit": units.label, "n_draws": cell["n_draws"], "n_units": len(per_unit),
+                    "mean": mean, "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                    "ci_low": mean - half, "ci_high": mean + half, "ci_half_width": half, "unit_ci_half_width": t_interval(per_unit, confidence)[1],
+                    "fold_ci_half_width": t_interval(values, confidence)[1],
                     "test_ci_half_width": z * math.sqrt(v_test) if len(values) else math.nan, "mlflow_run_id": cell.get("mlflow_run_id", ""),
                 }
             )
@@ -110,18 +146,18 @@ def comparison_pairs(methods: Sequence[str], baselines: Sequence[str]) -> list[t
 
 def comparison_table(
     folds: pd.DataFrame, methods: Sequence[str], baselines: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS),
-    test_set: BalancedTestSet | None = None,
+    test_set: BalancedTestSet | None = None, level: str | None = None,
 ) -> pd.DataFrame:
     """Paired tests per (metric, method, baseline, size), Holm-adjusted over the sizes of each (metric, method, baseline)."""
-    return paired_comparisons(folds, comparison_pairs(methods, baselines), alpha=alpha, metrics=metrics, test_set=test_set)
+    return paired_comparisons(folds, comparison_pairs(methods, baselines), alpha=alpha, metrics=metrics, test_set=test_set, level=level)
 
 
-def best_of(ok: pd.DataFrame, metric: str, candidates: Sequence[str], size: int) -> tuple[str | None, dict[str, float]]:
-    """The candidate with the highest mean over its folds that ran at ``size`` (the first listed on an exact tie),
-    and every candidate's mean (those that ran); (None, {}) when none ran."""
+def best_of(ok: pd.DataFrame, metric: str, candidates: Sequence[str], size: int, units: Units | None = None) -> tuple[str | None, dict[str, float]]:
+    """The candidate with the highest mean over its units that ran at ``size`` (folds by default, draw means at the
+    draw level; the first listed on an exact tie), and every candidate's mean (those that ran); (None, {}) when none ran."""
     means = {}
     for m in candidates:
-        v = _fold_values(ok, metric, m, size)
+        v = unit_values(ok, metric, m, size, units or Units(FOLD, 1))
         if len(v):
             means[m] = float(v.mean())
     if not means:
@@ -137,7 +173,7 @@ def selection_available(folds: pd.DataFrame, select_by: str) -> bool:
 
 def synthetic_vs_rebalancing(
     folds: pd.DataFrame, synthetic: Sequence[str], rebalancing: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS),
-    select_by: str = "validation", test_set: BalancedTestSet | None = None,
+    select_by: str = "validation", test_set: BalancedTestSet | None = None, level: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Is it the synthetic samples or just the rebalancing? Returns (pairs, best):
 
@@ -154,21 +190,21 @@ def synthetic_vs_rebalancing(
     best_cols = ["comparison", *COMPARISON_COLUMNS, "selected_by", "rebalancing_means", "synthetic_means"]
     if not synthetic or not rebalancing:
         return pd.DataFrame(columns=COMPARISON_COLUMNS), pd.DataFrame(columns=best_cols)
-    pairs = paired_comparisons(folds, [(s, r) for s in synthetic for r in rebalancing], alpha=alpha, metrics=metrics, test_set=test_set)
-    ok = _ok_folds(folds)
+    pairs = paired_comparisons(folds, [(s, r) for s in synthetic for r in rebalancing], alpha=alpha, metrics=metrics, test_set=test_set, level=level)
+    ok, units = _ok_folds(folds), units_of(folds, level)
     rows: list[dict[str, Any]] = []
     for metric in metrics:
         families: dict[str, list[dict[str, Any]]] = {}
         pick = SELECT_BY[select_by] or metric
         for size in _sizes(folds):
-            r_best, r_means = best_of(ok, pick, rebalancing, size)
-            s_best, s_means = best_of(ok, pick, synthetic, size)
+            r_best, r_means = best_of(ok, pick, rebalancing, size, units)
+            s_best, s_means = best_of(ok, pick, synthetic, size, units)
             r_text, s_text = ("; ".join(f"{m}={v:.4f}" for m, v in means.items()) for means in (r_means, s_means))
             for comparison, method in [(BEST_SYNTHETIC, s_best), *((s, s) for s in synthetic)]:
                 if r_best is None or method is None:
-                    row = _untested_row(metric, method or "", r_best or "", size, f"no {'rebalancing' if r_best is None else 'synthetic'} method ran at this size")
+                    row = _untested_row(metric, method or "", r_best or "", size, f"no {'rebalancing' if r_best is None else 'synthetic'} method ran at this size", units)
                 else:
-                    row = _paired_row(ok, metric, method, r_best, size, test_set)
+                    row = _paired_row(ok, metric, method, r_best, size, units, test_set)
                 families.setdefault(comparison, []).append({"comparison": comparison, **row, "selected_by": pick, "rebalancing_means": r_text, "synthetic_means": s_text})
         for family in families.values():
             rows += _holm_rows(family, alpha)
@@ -199,11 +235,12 @@ def variant_pairs(methods: Sequence[str]) -> tuple[list[tuple[str, str, str]], l
 
 
 def variant_comparisons(
-    folds: pd.DataFrame, methods: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS), test_set: BalancedTestSet | None = None
+    folds: pd.DataFrame, methods: Sequence[str], *, alpha: float, metrics: Sequence[str] = tuple(METRICS), test_set: BalancedTestSet | None = None,
+    level: str | None = None,
 ) -> pd.DataFrame:
     """Paired tests of each SYNAuG variant against its references (:func:`variant_pairs`), with an ``added`` column."""
     pairs, _ = variant_pairs(methods)
-    comp = paired_comparisons(folds, [(v, r) for v, r, _ in pairs], alpha=alpha, metrics=metrics, test_set=test_set)
+    comp = paired_comparisons(folds, [(v, r) for v, r, _ in pairs], alpha=alpha, metrics=metrics, test_set=test_set, level=level)
     added = {(v, r): a for v, r, a in pairs}
     comp.insert(3, "added", [added[(v, r)] for v, r in zip(comp["method"], comp["baseline"], strict=True)])
     return comp
@@ -255,32 +292,35 @@ def primary_reading(folds: pd.DataFrame, metric: str = PRIMARY_METRIC) -> str | 
 
 
 READINGS_COLUMNS = [
-    "metric", "method", "minority_size", "es_mean", "fixed_mean", "n_pairs", "n_nonzero", "mean_diff", "diff_ci_half_width",
-    "median_diff", "rank_biserial", "p_value", "tested", "note", "p_holm", "significant",
+    "metric", "method", "minority_size", "unit", "es_mean", "fixed_mean", "n_units", "n_pairs", "n_nonzero", "mean_diff", "diff_ci_half_width",
+    "median_diff", "rank_biserial", "cohens_dz", "test", "p_value", "p_wilcoxon", "tested", "note", "p_holm", "significant",
 ]
 
 
-def readings_table(folds: pd.DataFrame, *, alpha: float, metric: str = PRIMARY_METRIC, test_set: BalancedTestSet | None = None) -> pd.DataFrame:
-    """Per (method, size): mean of the early-stopping and the fixed-budget reading over the folds that ran, and the
-    paired test of fixed - es over those folds, Holm over the sizes of each method. Empty without both columns."""
+def readings_table(
+    folds: pd.DataFrame, *, alpha: float, metric: str = PRIMARY_METRIC, test_set: BalancedTestSet | None = None, level: str | None = None
+) -> pd.DataFrame:
+    """Per (method, size): mean of the early-stopping and the fixed-budget reading over the units where both were
+    read, and the paired test of fixed - es over them, Holm over the sizes of each method. Empty without both columns."""
     cols = reading_columns(folds, metric)
     if cols is None:
         return pd.DataFrame(columns=READINGS_COLUMNS)
     es, fixed = cols
-    ok = _ok_folds(folds)
+    ok, units = _ok_folds(folds), units_of(folds, level)
     rows: list[dict[str, Any]] = []
     for method in dict.fromkeys(folds["method"]):
         family = []
         for size in _sizes(folds):
-            cell_rows = ok[(ok["method"] == method) & (ok["minority_size"] == size)]
-            sel = cell_rows[[es, fixed]].astype(float).dropna()
+            cell_rows = _cell_rows(ok, method, size)
+            a, b = fold_scores(ok, fixed, method, size), fold_scores(ok, es, method, size)
+            common = a.index.intersection(b.index)
+            a_units, b_units = to_units(a.loc[common], units), to_units(b.loc[common], units)
             v_test = sampling_variance(cell_rows, es, test_set) + sampling_variance(cell_rows, fixed, test_set)
-            t = paired_test(sel[fixed].to_numpy(), sel[es].to_numpy(), v_test)
             family.append(
                 {
                     "metric": metric, "method": method, "minority_size": size,
-                    "es_mean": float(sel[es].mean()) if len(sel) else math.nan, "fixed_mean": float(sel[fixed].mean()) if len(sel) else math.nan,
-                    **paired_fields(t),
+                    "es_mean": float(b_units.mean()) if len(common) else math.nan, "fixed_mean": float(a_units.mean()) if len(common) else math.nan,
+                    **paired_scores(a, b, v_test, units),
                 }
             )
         rows += _holm_rows(family, alpha)
@@ -297,7 +337,7 @@ def _outcome(row: Mapping[str, Any]) -> str:
 
 def headline_readings(
     folds: pd.DataFrame, methods: Sequence[str], synthetic: Sequence[str], rebalancing: Sequence[str], *, alpha: float, metric: str = PRIMARY_METRIC,
-    select_by: str = "validation", test_set: BalancedTestSet | None = None,
+    select_by: str = "validation", test_set: BalancedTestSet | None = None, level: str | None = None,
 ) -> list[dict[str, Any]]:
     """The headline conclusions under each reading: every method vs ``none``, each synthetic method vs ``random``,
     and the best synthetic method vs the best plain rebalancing. One dict per conclusion with its outcomes per
@@ -311,13 +351,13 @@ def headline_readings(
     for name, pairs in (("every method vs `none`", vs_none), ("synthetic vs `random`", vs_random)):
         if not pairs:
             continue
-        comp = paired_comparisons(folds, pairs, alpha=alpha, metrics=cols, test_set=test_set)
+        comp = paired_comparisons(folds, pairs, alpha=alpha, metrics=cols, test_set=test_set, level=level)
         outcomes = {
             col: {(r["method"], r["minority_size"]): _outcome(r) for r in comp[comp["metric"] == col].to_dict("records")} for col in cols
         }
         out.append(_headline(name, outcomes, cols))
     if synthetic and rebalancing:
-        _, best = synthetic_vs_rebalancing(folds, synthetic, rebalancing, alpha=alpha, metrics=cols, select_by=select_by, test_set=test_set)
+        _, best = synthetic_vs_rebalancing(folds, synthetic, rebalancing, alpha=alpha, metrics=cols, select_by=select_by, test_set=test_set, level=level)
         best = best[best["comparison"] == BEST_SYNTHETIC]
         outcomes = {col: {("best synthetic", r["minority_size"]): _outcome(r) for r in best[best["metric"] == col].to_dict("records")} for col in cols}
         out.append(_headline("best synthetic vs best plain rebalancing", outcomes, cols))
@@ -413,7 +453,8 @@ def deployed_table(record: Mapping[str, Any] | None, summary: pd.DataFrame, tuni
     cell = summary[(summary["metric"] == PRIMARY_METRIC) & (summary["method"] == method) & (summary["minority_size"] == size)] if size is not None and len(summary) else summary.iloc[0:0]
     if len(cell):
         c = cell.iloc[0]
-        rows.append({"model": "study cell, default settings (sweep)", "method": method, "trained_on": f"minority cut to n={size}, {int(c['n_folds_ok'])} CV folds",
+        over = f" of {int(c['n_units'])} draws" if c.get("unit") == DRAW else ""
+        rows.append({"model": "study cell, default settings (sweep)", "method": method, "trained_on": f"minority cut to n={size}, {int(c['n_folds_ok'])} CV folds{over}",
                      "mean": float(c["mean"]), "half_width": float(c["ci_half_width"]), "spread": f"{len(cell)} cell"})
     tuned = tuning[(tuning["method"] == method) & (tuning["minority_size"] == size)] if len(tuning) else tuning
     if len(tuned):
@@ -430,6 +471,58 @@ def deployed_table(record: Mapping[str, Any] | None, summary: pd.DataFrame, tuni
                  "mean": float(test[PRIMARY_METRIC]), "half_width": half, "spread": "one model",
                  "data": training.get("data"), "rows": int(sum(n_real.values())) + int(sum(n_syn.values()))})
     return pd.DataFrame(rows)
+
+
+UNIT_COUNT_COLUMNS = ["comparisons", "n_tested", "significant_fold", "significant_draw"]
+
+
+def unit_counts(
+    folds: pd.DataFrame, methods: Sequence[str], baselines: Sequence[str], synthetic: Sequence[str], rebalancing: Sequence[str], *, alpha: float,
+    metric: str = PRIMARY_METRIC, select_by: str = "validation", test_set: BalancedTestSet | None = None,
+) -> pd.DataFrame:
+    """Per family of comparisons of the report (one metric) and in all: how many (comparison, size) tests ran, how many
+    the fold-level tests (every fold of every draw an independent pair, Wilcoxon) call significant, and how many the
+    draw-level tests (paired t over draw means) do, Holm over sizes either way. Empty with fewer than two draws."""
+    if units_of(folds).name != DRAW:
+        return pd.DataFrame(columns=UNIT_COUNT_COLUMNS)
+    found: dict[str, dict[str, pd.DataFrame]] = {}
+    for level in (FOLD, DRAW):
+        kw: dict[str, Any] = {"alpha": alpha, "test_set": test_set, "level": level}
+        families = {"every method vs its baselines": comparison_table(folds, methods, baselines, metrics=[metric], **kw)}
+        if synthetic and rebalancing:
+            pairs, best = synthetic_vs_rebalancing(folds, synthetic, rebalancing, metrics=[metric], select_by=select_by, **kw)
+            families["synthetic vs plain rebalancing, pair by pair"] = pairs
+            families["best synthetic vs best plain rebalancing"] = best[best["comparison"] == BEST_SYNTHETIC]
+        families["SYNAuG variants vs their reference"] = variant_comparisons(folds, methods, metrics=[metric], **kw)
+        families["fixed budget vs early stopping"] = readings_table(folds, metric=metric, **kw)
+        found[level] = families
+    rows = []
+    for name in found[DRAW]:
+        fold, draw = (found[level][name] for level in (FOLD, DRAW))
+        if len(draw):
+            rows.append({"comparisons": name, "n_tested": int(draw["tested"].sum()), "significant_fold": int(fold["significant"].sum()),
+                         "significant_draw": int(draw["significant"].sum())})
+    table = pd.DataFrame(rows, columns=UNIT_COUNT_COLUMNS)
+    total = {"comparisons": "all", **{c: int(table[c].sum()) for c in UNIT_COUNT_COLUMNS[1:]}}
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+REFERENCE_DRAWS = 5  # the draws the calibration is shown for when the results hold one
+
+
+def calibration_summary(units: Units, n_folds: int, alpha: float, seed: int, n_studies: int = CALIBRATION_STUDIES) -> dict[str, Any] | None:
+    """The calibration check of one dataset's tests (:func:`calibration_rates`) with its parameters: at the results'
+    draws and folds per draw, and, with one draw (no draw-level test), also at ``REFERENCE_DRAWS`` draws. None with
+    fewer than 2 folds."""
+    if n_folds < 2:
+        return None
+    out: dict[str, Any] = {
+        "n_studies": n_studies, "n_draws": units.n_draws, "n_folds": n_folds, "alpha": alpha, "seed": seed, "sd": CALIBRATION_SD,
+        "rates": calibration_rates(n_studies, units.n_draws, n_folds, alpha, seed), "reference": None,
+    }
+    if units.n_draws < 2:
+        out["reference"] = {"n_draws": REFERENCE_DRAWS, "rates": calibration_rates(n_studies, REFERENCE_DRAWS, n_folds, alpha, seed)}
+    return out
 
 
 def _fmt_value(v: Any) -> str:
@@ -463,6 +556,10 @@ class DatasetReport:
     small_test_set: dict[str, Any] | None = None  # the numbers of the small-test-set warning (:func:`small_test_set`)
     deployed: pd.DataFrame = field(default_factory=pd.DataFrame)  # :func:`deployed_table`
     classes: pd.DataFrame = field(default_factory=pd.DataFrame)  # :func:`class_table`
+    units: Units = field(default_factory=lambda: Units(FOLD, 1))  # the unit of replication of every interval and test
+    n_folds: int = 0  # CV folds per draw
+    calibration: dict[str, Any] | None = None  # :func:`calibration_summary`
+    unit_counts: pd.DataFrame = field(default_factory=pd.DataFrame)  # :func:`unit_counts` (two or more draws only)
 
     @property
     def chance(self) -> float | None:

@@ -16,7 +16,9 @@ import pandas as pd
 from embalance.experiment.methods import SYNTHETIC_METHODS
 
 from .markdown import (
+    class_markdown,
     comparison_markdown,
+    deployed_markdown,
     early_stop_markdown,
     names_text,
     pairs_markdown,
@@ -26,14 +28,12 @@ from .markdown import (
     sizes_text,
     synthetic_vs_rebalancing_markdown,
     tests_markdown,
-    class_markdown,
-    deployed_markdown,
     tuning_markdown,
     variant_markdown,
 )
 from .names import BEST_SYNTHETIC, METRICS, PRIMARY_METRIC, PROJECTION_FOLD, SELECT_BY, cap, metric_label
 from .params import check_params
-from .stats import CONFIDENCE, ZERO_TOL
+from .stats import CONFIDENCE, DRAW, WILCOXON, ZERO_TOL, Units
 from .tables import DatasetReport, significant
 
 _ENV = jinja2.Environment(
@@ -66,10 +66,12 @@ def _sizes_by(df: pd.DataFrame, key: str) -> list[tuple[str, list[int]]]:
 
 
 def _power(df: pd.DataFrame, alpha: float) -> dict[str, Any] | None:
-    """The numbers of the note said when no test can be significant because there are too few paired folds."""
+    """The numbers of the note said when no signed-rank test (the fold level) can be significant because there are too
+    few paired folds; the t-test of the draw level has no such floor."""
+    df = df[df["test"] == WILCOXON]
     if not len(df):
         return None
-    n_max = int(df["n_pairs"].max())
+    n_max = int(df["n_units"].max())
     p_min = 2.0 / 2**n_max
     return {"n_max": n_max, "p_min": p_min} if p_min >= alpha else None
 
@@ -118,12 +120,22 @@ def baseline_line(comp: pd.DataFrame, metric: str, baseline: str) -> str:
     return lines[0] if lines else ""
 
 
+def unit_context(units: Units) -> dict[str, Any]:
+    """What the sentences say about the unit of a dataset's statistics (see ``macros.j2``)."""
+    return {"draw": units.name == DRAW, "n_draws": units.n_draws, "label": units.label}
+
+
+def unit_lines(units: Units, dataset: str, how: str = "#how") -> list[str]:
+    """One line that says what a dataset's intervals and tests are over; ``how``: the link to "How the numbers were made"."""
+    return render_lines("lines_unit.md.j2", u=unit_context(units), dataset=dataset, how=how)
+
+
 def synthetic_vs_rebalancing_lines(
     pairs: pd.DataFrame, best: pd.DataFrame, metric: str, dataset: str, alpha: float, missing: Sequence[str] = ()
 ) -> list[str]:
     """Plain sentences: where the best synthetic method beats the best plain rebalancing, an overall yes/no/mixed,
     and the pair-by-pair count that involves no selection."""
-    context: dict[str, Any] = {"dataset": dataset, "label": metric_label(metric), "alpha": alpha, "missing": list(missing), "n": 0}
+    context: dict[str, Any] = {"dataset": dataset, "label": metric_label(metric), "alpha": alpha, "missing": list(missing), "n": 0, "draw": False}
     b = best[(best["metric"] == metric) & (best["comparison"] == BEST_SYNTHETIC)]
     t = b[b["tested"]]
     if len(t):
@@ -136,7 +148,7 @@ def synthetic_vs_rebalancing_lines(
             by_validation=t["selected_by"].iloc[0] == SELECT_BY["validation"], picks=_sizes_by(t, "baseline"),
             n_synthetic=len(dict.fromkeys(p["method"])), n_rebalancing=len(dict.fromkeys(p["baseline"])),
             untested=untested["minority_size"].tolist(), untested_note=untested["note"].iloc[0] if len(untested) else "",
-            n_pairs=len(p), pairs_better=len(pairs_pos), pairs_worse=len(pairs_neg), power=_power(t, alpha),
+            n_pairs=len(p), pairs_better=len(pairs_pos), pairs_worse=len(pairs_neg), power=_power(t, alpha), draw=bool((t["unit"] == DRAW).any()),
         )
     return render_lines("lines_synthetic_vs_rebalancing.md.j2", **context)
 
@@ -212,13 +224,21 @@ def test_set_lines(r: DatasetReport) -> list[str]:
     """The warning of a small (or unknown) balanced test set, one line; none when it is large enough."""
     if r.small_test_set is None:
         return []
-    return render_lines("lines_test_set.md.j2", dataset=r.dataset, warning=r.small_test_set)
+    return render_lines("lines_test_set.md.j2", dataset=r.dataset, warning=r.small_test_set, draw=r.units.name == DRAW)
 
 
 # ---------------------------------------------------------------------------------------------- files
-def results_file_text(summary: pd.DataFrame) -> str:
+HOW = "../README.md#how"  # "How the numbers were made", from a file in tables/
+
+
+def results_file_text(summary: pd.DataFrame, units: Units, dataset: str) -> str:
     """tables/<dataset>_results.md."""
-    return render("results.md.j2", tables=[{"label": METRICS[m], "table": results_markdown(summary, m)} for m in METRICS])
+    return render("results.md.j2", unit_lines=unit_lines(units, dataset, HOW), tables=[{"label": METRICS[m], "table": results_markdown(summary, m)} for m in METRICS])
+
+
+def tests_file_text(comp: pd.DataFrame, units: Units, dataset: str) -> str:
+    """tables/<dataset>_tests.md: what the tests are over, then every test."""
+    return "\n".join(unit_lines(units, dataset, HOW)) + "\n\n" + tests_markdown(comp) + "\n"
 
 
 def synthetic_vs_rebalancing_file_text(r: DatasetReport, alpha: float) -> str:
@@ -230,7 +250,7 @@ def synthetic_vs_rebalancing_file_text(r: DatasetReport, alpha: float) -> str:
         }
         for m in METRICS
     ]
-    return render("synthetic_vs_rebalancing.md.j2", dataset=r.dataset, sections=sections)
+    return render("synthetic_vs_rebalancing.md.j2", dataset=r.dataset, sections=sections, unit_lines=unit_lines(r.units, r.dataset, HOW))
 
 
 def synaug_file_text(r: DatasetReport, alpha: float) -> str:
@@ -239,7 +259,7 @@ def synaug_file_text(r: DatasetReport, alpha: float) -> str:
         {"label": METRICS[m], "lines": variant_lines(r.variants, m, r.dataset, alpha, r.variants_missing), "table": variant_markdown(r.variants, m)}
         for m in METRICS
     ]
-    return render("synaug.md.j2", dataset=r.dataset, sections=sections, tests_table=tests_markdown(r.variants))
+    return render("synaug.md.j2", dataset=r.dataset, sections=sections, tests_table=tests_markdown(r.variants), unit_lines=unit_lines(r.units, r.dataset, HOW))
 
 
 def training_length_file_text(r: DatasetReport, early_epochs: int, alpha: float, fixed_epochs: Any) -> str:
@@ -248,7 +268,7 @@ def training_length_file_text(r: DatasetReport, early_epochs: int, alpha: float,
         "training_length.md.j2", dataset=r.dataset, early_epochs=early_epochs,
         early_lines=early_stop_lines(r.early_stops, early_epochs, r.dataset), early_table=early_stop_markdown(r.early_stops),
         readings_lines=readings_lines(r.readings, r.headline, r.primary_reading, r.dataset, alpha, fixed_epochs) if len(r.readings) else [],
-        readings_table=readings_markdown(r.readings, means=True) if len(r.readings) else "",
+        readings_table=readings_markdown(r.readings, means=True) if len(r.readings) else "", unit_lines=unit_lines(r.units, r.dataset, HOW),
     )
 
 
@@ -272,6 +292,8 @@ def _readme_dataset(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[st
     cut = {int(c) for c in params.get("imbalance", {}).get("minority_classes", [])}
     return {
         "name": d, "claims": _readme_claims(r, baselines, alpha), "test_set_lines": test_set_lines(r),
+        "unit": unit_context(r.units), "unit_lines": unit_lines(r.units, d), "n_folds": r.n_folds, "calibration": r.calibration,
+        "unit_counts": r.unit_counts.to_dict("records"),
         "test_counts": list(r.test_set.counts) if r.test_set is not None else [],
         "svr_lacking": "" if compared else ("synthetic" if not r.synthetic else "plain rebalancing"), "missing": r.missing,
         "select_fallback": r.select_by != rep["select_by"], "select_by": r.select_by,
@@ -310,7 +332,7 @@ def readme_text(reports: Sequence[DatasetReport], params: Mapping[str, Any]) -> 
     statistics were made; every sentence with a number is computed from the results."""
     rep = check_params(params)
     return render(
-        "readme.md.j2", rep=rep, alpha=float(rep["alpha"]), baselines=list(rep["baselines"]), early=int(rep["early_epochs"]),
+        "readme.md.j2", rep=rep, any_draws=any(r.units.name == DRAW for r in reports), all_draws=all(r.units.name == DRAW for r in reports), alpha=float(rep["alpha"]), baselines=list(rep["baselines"]), early=int(rep["early_epochs"]),
         primary_label=METRICS[PRIMARY_METRIC], select_column=SELECT_BY[rep["select_by"]], t_quantile=(1 + CONFIDENCE) / 2,
         zero_tol=ZERO_TOL, projection_fold=PROJECTION_FOLD, datasets=[_readme_dataset(r, rep, params) for r in reports],
         rep_target=(params.get("augment") or {}).get("target", "cut"),
