@@ -45,9 +45,9 @@ def _params(base_params: dict, target: str, backend: str = "embalance") -> dict:
 def test_every_sampler_runs_every_cell_with_exact_counts(base_params: dict, target: str) -> None:
     emb = _four_classes()
     params = _params(base_params, target)
-    cells = [(m, n) for n in SIZES for m in OVERSAMPLERS]
+    cells = [(m, n, 0) for n in SIZES for m in OVERSAMPLERS]
     seen, skips, rows = 0, dict.fromkeys(OVERSAMPLERS, 0), []
-    for method, size, outcomes in run_cells(emb, cells, params=params, dataset="toy4"):
+    for method, size, _draw, outcomes in run_cells(emb, cells, params=params, dataset="toy4"):
         for o in outcomes:
             assert o.status == "ok", (method, size, o.status, o.reason)  # never a failed cell
             real = {c: int(o.metrics[f"n_real_{c}"]) for c in range(4)}
