@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test test-fast lint ui
+.PHONY: install run paper test test-fast lint ui
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 run: install            ## prepare -> embed -> sweep for the datasets in params.yaml (DVC skips what is up to date)
 	dvc repro
+
+paper: install          ## the study on IMDB, SST-2 and AG News, 5 draws per size (studies/paper; about an hour on 2 cores)
+	dvc repro studies/paper/dvc.yaml
 
 test: install           ## the whole suite, as CI runs it (no network: the encoder comes from a package)
 	HF_HUB_OFFLINE=1 python -m pytest -n 2

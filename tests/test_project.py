@@ -8,7 +8,7 @@ import tomllib
 import yaml
 
 from embalance.cli import build_parser
-from embalance.params import validate
+from embalance.params import load_params, validate
 
 from .conftest import ROOT
 
@@ -69,3 +69,18 @@ def test_dvc_stages_call_the_cli_and_name_real_params(base_params: dict) -> None
             for part in key.split("."):
                 assert part in node, f"dvc.yaml stage {name!r} names param {key!r}, which params.yaml lacks"
                 node = node[part]
+
+
+def test_the_paper_study_runs_the_projects_pipeline_with_its_own_params() -> None:
+    """studies/paper: dvc.yaml is the project's (a link), its paths.yaml points at the same code, and its params.yaml
+    is a complete, valid configuration that differs from the default only where the study says so."""
+    study = ROOT / "studies" / "paper"
+    assert (study / "dvc.yaml").is_symlink() and (study / "dvc.yaml").resolve() == (ROOT / "dvc.yaml").resolve()
+    src = yaml.safe_load((study / "paths.yaml").read_text())["paths"]["src"]
+    assert (study / src / "embalance").resolve() == (ROOT / "src" / "embalance").resolve()
+    params = load_params(study / "params.yaml")
+    default = load_params(ROOT / "params.yaml")
+    assert params["data"]["datasets"] == ["sst2", "imdb", "ag_news"] and params["imbalance"]["draws"] >= 5
+    assert (study / params["data"]["mirror"]).resolve() == (ROOT / default["data"]["mirror"]).resolve()
+    differs = sorted(k for k in default if params[k] != default[k])
+    assert differs == ["data", "export", "imbalance", "tune"], differs
