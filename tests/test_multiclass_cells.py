@@ -71,11 +71,12 @@ def test_every_sampler_runs_every_cell_with_exact_counts(base_params: dict, targ
     folds = pd.DataFrame(rows)
     classes = class_table(folds, BalancedTestSet((10, 10, 10, 10), ("a", "b", "c", "d")))
     assert len(classes) == len(cells) * 4 and set(classes["name"]) == {"a", "b", "c", "d"}
-    for r in classes.itertuples():
-        g = folds[(folds.method == r.method) & (folds.minority_size == r.minority_size)]
-        assert r.n_synthetic_mean == g[f"n_synthetic_{r._3}"].mean() and r.n_folds_skipped == g[f"skipped_{r._3}"].sum()
-        assert r.recall_mean == pytest.approx(g[f"test_recall_{r._3}"].mean())
+    for r in classes.to_dict("records"):
+        g, c = folds[(folds.method == r["method"]) & (folds.minority_size == r["minority_size"])], r["class"]
+        assert r["n_synthetic_mean"] == g[f"n_synthetic_{c}"].mean() and r["n_folds_skipped"] == g[f"skipped_{c}"].sum()
+        assert r["recall_mean"] == pytest.approx(g[f"test_recall_{c}"].mean())
     assert (classes["n_folds_skipped"].sum() > 0) == (sum(skips.values()) > 0) and sum(skips.values()) == classes["n_folds_skipped"].sum()
     if target == "cut":
         assert (classes[classes["class"] != 3]["n_synthetic_mean"] == 0).all()
-    assert "skipped in" in class_markdown(classes, 1) or target == "cut"
+    if target == "all":  # class 1 is a target only under `all`; ADASYN's rounding skips it in some folds
+        assert "skipped in" in class_markdown(classes, 1)
