@@ -1,4 +1,4 @@
-"""The MLflow UI in a real (headless) browser: after a tiny pipeline, the run tree is there and expands to the folds.
+"""The MLflow UI in a real (headless) browser: after a tiny sweep, the run tree is there and expands to the folds.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium chromium-driver``); driven over
 the W3C WebDriver protocol with the standard library (tests/webdriver.py). Without them the test is skipped
@@ -60,16 +60,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def test_mlflow_ui_shows_cells_and_folds(tiny_params: dict, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     chromium, driver = _browser_binaries()
-    # The tiny pipeline, with the session's embeddings in place so that the embed step is skipped as up to date.
+    # The tiny sweep, on the session's prepared data and embeddings.
     shutil.copytree(tiny_data, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
-    assert cli_main(["pipeline", "--methods", "none,random,smote"]) == 0
+    assert cli_main(["sweep", "--dataset", "tiny", "--set", "augment.methods=[none, random, smote]"]) == 0
     uri = tiny_params["tracking"]["uri"]
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("embalance")
-    n_runs = 1 + 1 + 3 * 2 + 3 * 2 * 2  # pipeline, sweep, 3 methods x 2 sizes, 2 folds each
+    n_runs = 1 + 3 * 2 + 3 * 2 * 2  # sweep, 3 methods x 2 sizes, 2 folds each
 
     port = free_port()
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
@@ -85,13 +85,12 @@ def test_mlflow_ui_shows_cells_and_folds(tiny_params: dict, tiny_data: Path, tmp
         wait_for_http(f"http://127.0.0.1:{port}/", 120, ui)
         with browser(driver, chromium, tmp_path / "chromium-profile") as b:
             b.get(f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs")
-            b.wait_for_text(["pipeline", f"{n_runs} matching runs"], 90)
+            b.wait_for_text(["sweep tiny", f"{n_runs} matching runs"], 90)
             for close in b.find_all('button[data-component-id="mlflow.assistant.chat_panel.close"]'):
                 b.click(close)  # the assistant panel would cover the table
             for handle in b.find_all('.ag-header-cell[col-id="attributes.`Run Name`"] .ag-header-cell-resize'):
                 b.drag_by(handle, 150)  # widen "Run Name" so that the fold names are readable in the screenshot
             expand = [
-                ("pipeline", ["sweep tiny"]),
                 ("sweep tiny", ["none n=8", "random n=8", "smote n=8", "none n=32", "random n=32", "smote n=32"]),
                 ("none n=8", ["none n=8 fold 0", "none n=8 fold 1"]),
                 ("random n=32", ["random n=32 fold 0", "random n=32 fold 1"]),
@@ -108,6 +107,6 @@ def test_mlflow_ui_shows_cells_and_folds(tiny_params: dict, tiny_data: Path, tmp
         log.close()
     print(f"MLflow UI screenshot: {shot}")
     assert shot.stat().st_size > 20_000
-    for name in ("pipeline", "sweep tiny", "smote n=8", "none n=8 fold 0", "none n=8 fold 1", "random n=32 fold 1"):
+    for name in ("sweep tiny", "smote n=8", "none n=8 fold 0", "none n=8 fold 1", "random n=32 fold 1"):
         assert name in text, name
     assert "smote n=8 fold 0" not in text  # that cell stays collapsed

@@ -1,4 +1,4 @@
-"""End to end on a tiny real slice of SST-2: the in-process pipeline (what `mlflow run .` runs) and `dvc repro`."""
+"""End to end on a tiny real slice of SST-2: the stages in process, `dvc repro`, and `mlflow run .` (which drives DVC)."""
 
 from __future__ import annotations
 
@@ -31,21 +31,23 @@ def _runs(uri: str) -> list:
     return client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def test_pipeline_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stages as `dvc repro` calls them, in process: sweep -> cells -> folds, with provenance, and reproducible."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     _write_params(tmp_path / "params.yaml", tiny_params)
-    assert cli_main(["pipeline"]) == 0
+    for stage in ("prepare", "embed", "sweep"):
+        assert cli_main([stage, "--dataset", "tiny"]) == 0
 
     runs = _runs(tiny_params["tracking"]["uri"])
     by_type: dict[str, list] = {}
     for r in runs:
         by_type.setdefault(r.data.tags["embalance.run_type"], []).append(r)
     n_cells = len(tiny_params["augment"]["methods"]) * 2
-    assert {k: len(v) for k, v in by_type.items()} == {"pipeline": 1, "sweep": 1, "cell": n_cells, "fold": 2 * n_cells}
-    pipeline, sweep = by_type["pipeline"][0], by_type["sweep"][0]
-    assert sweep.data.tags["mlflow.parentRunId"] == pipeline.info.run_id
+    assert {k: len(v) for k, v in by_type.items()} == {"sweep": 1, "cell": n_cells, "fold": 2 * n_cells}
+    sweep = by_type["sweep"][0]
+    assert "mlflow.parentRunId" not in sweep.data.tags
     cell_ids = {c.info.run_id for c in by_type["cell"]}
     assert all(c.data.tags["mlflow.parentRunId"] == sweep.info.run_id for c in by_type["cell"])
     folds_per_cell = pd.Series([f.data.tags["mlflow.parentRunId"] for f in by_type["fold"]]).value_counts()
@@ -53,8 +55,7 @@ def test_pipeline_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytes
     assert all(r.info.status == "FINISHED" for r in runs)
     # Provenance on every run.
     for r in runs:
-        if r.data.tags["embalance.run_type"] != "pipeline":
-            assert len(r.data.tags["embalance.data.train_md5"]) == 32
+        assert len(r.data.tags["embalance.data.train_md5"]) == 32
     # A fold that ran: metrics, counts and the training curve.
     client = MlflowClient(tracking_uri=tiny_params["tracking"]["uri"])
     ok_fold = next(f for f in by_type["fold"] if f.data.params["method"] == "random" and f.data.params["minority_size"] == "32")
@@ -80,8 +81,8 @@ def test_pipeline_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytes
     assert metrics["smote"]["n8"]["status"] == "too_few_minority" and "test_balanced_accuracy" in metrics["none"]["n32"]
     assert (tmp_path / "results" / "tiny" / "balanced_accuracy.png").stat().st_size > 10_000
 
-    # A second pipeline run reuses the embeddings (fingerprint unchanged) and is reproducible.
-    assert cli_main(["pipeline", "--methods", "none", "--sizes", "32"]) == 0
+    # A second sweep of one cell is reproducible.
+    assert cli_main(["sweep", "--dataset", "tiny", "--set", "augment.methods=[none]", "--set", "imbalance.sizes=[32]"]) == 0
     again = pd.read_csv(tmp_path / "results" / "tiny" / "cells.csv")
     assert len(again) == 1
     assert again.iloc[0].test_balanced_accuracy_mean == row_none_32(cells)
@@ -132,32 +133,6 @@ def test_dvc_repro_runs_only_what_changed(tiny_params: dict, tmp_path: Path) -> 
     assert "Running stage 'sweep@tiny'" in third and "Running stage 'embed@tiny'" not in third and "Running stage 'prepare@tiny'" not in third, third
     shown = _dvc(proj, "metrics", "show")
     assert "none.n32.test_balanced_accuracy" in shown
-
-
-@pytest.mark.slow
-def test_mlflow_run_nests_the_pipeline_under_the_project_run(tiny_params: dict, tmp_path: Path) -> None:
-    """`mlflow run` on the real MLproject: project run -> sweep -> cells -> folds, one experiment, all FINISHED."""
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    for name in ("MLproject", "conda.yaml"):
-        shutil.copy(ROOT / name, proj / name)
-    _write_params(proj / "tiny.yaml", tiny_params)
-    uri = tiny_params["tracking"]["uri"]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri}
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by mlflow in this process
-        env.pop(var, None)
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(proj), "--env-manager", "local", "--experiment-name", "embalance",
-           "-P", "params_file=tiny.yaml", "-P", "methods=none,random", "-P", "sizes=32"]
-    out = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    runs = _runs(uri)
-    kinds = {r.info.run_id: r.data.tags.get("embalance.run_type") for r in runs}
-    edges = sorted((kinds[r.info.run_id], kinds.get(r.data.tags.get("mlflow.parentRunId"))) for r in runs)
-    assert edges == sorted([("pipeline", None), ("sweep", "pipeline")] + [("cell", "sweep")] * 2 + [("fold", "cell")] * 4)
-    project = next(r for r in runs if kinds[r.info.run_id] == "pipeline")
-    assert project.data.params["methods"] == "none,random" and project.data.params["effective.methods"] == "none,random"
-    assert project.data.params["effective.datasets"] == "tiny"  # `datasets` was left empty: taken from the params file
-    assert all(r.info.status == "FINISHED" for r in runs)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@
     embalance export   --dataset sst2          # DVC stage `export`: ONNX encoder + classifier, registered in MLflow
     embalance report                           # DVC stage `report`: tables, paired tests, figures -> reports/
     embalance predict  --model models/sst2 --input texts.csv   # label texts with an exported or registered model
-    embalance pipeline                         # prepare -> embed -> sweep for every dataset, one MLflow parent run
+    embalance pipeline                         # `dvc repro` (with overrides: `dvc exp run -S`) under one MLflow run
     embalance cell --dataset sst2 --method smote --size 64   # one cell (of draw 0; --draw r for another), tracked
 
 Every sub-command takes ``--params params.yaml`` and any number of ``--set section.key=value`` overrides. The
@@ -18,6 +18,7 @@ layout (``embalance.io.LAYOUT``).
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -34,7 +35,7 @@ STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "p
 
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. --set cv.n_folds=5 (repeatable; an empty value is ignored)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. --set cv.n_folds=5 (repeatable, or several in one separated by ';'; an empty value is ignored)")
 
 
 def _dirs(ap: argparse.ArgumentParser, *kinds: str) -> None:
@@ -137,12 +138,19 @@ def _cell(args: argparse.Namespace, params: dict[str, Any]) -> None:
 def _pipeline(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from embalance.stages import pipeline
 
-    pipeline.run(params)
+    cmd = pipeline.run(args.params, _overrides(args), dry_run=args.dry_run)
+    if args.dry_run:
+        print(" ".join(["dvc", *cmd[1:]]))
+
+
+_SEPARATOR = re.compile(r";\s*(?=[A-Za-z_][\w.]*=)")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The sub-command's own options that are params overrides, after the user's ``--set``s."""
-    out = [o for o in args.overrides if o.strip()]  # MLproject passes `--set ''` when `-P set=...` is not given
+    # MLproject passes `--set ''` when `-P set=...` is not given, and `mlflow run` takes one `-P set=` only: several
+    # overrides go in one value, separated by `;` (a `;` followed by the next `key=`).
+    out = [o.strip() for raw in args.overrides for o in _SEPARATOR.split(raw) if o.strip()]
     if args.command == "pipeline":
         out += _list_override("data.datasets", args.datasets)
         out += _list_override("augment.methods", args.methods)
@@ -204,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p = _sub(sub, "pipeline", _pipeline, "prepare -> embed -> sweep for each dataset under one MLflow run", dataset=False)
+    p = _sub(sub, "pipeline", _pipeline, "the DVC pipeline (dvc repro; with overrides dvc exp run -S) under one MLflow run", dataset=False)
+    p.add_argument("--dry-run", action="store_true", help="print the DVC command that would run, and run nothing")
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
     p.add_argument("--methods", default="", help="comma-separated methods (default: augment.methods)")
     p.add_argument("--sizes", default="", help="comma-separated minority sizes (default: imbalance.sizes)")

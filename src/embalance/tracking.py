@@ -28,19 +28,56 @@ def tracking_uri(params: Mapping[str, Any]) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"].get("uri") or "sqlite:///mlflow.db"
 
 
+PARENT_RUN_ENV = "EMBALANCE_PARENT_RUN_ID"  # set by `embalance pipeline` for the stages that `dvc repro` runs
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default", where `mlflow run` puts its run when no experiment is named
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI then opens on training runs
+_launcher: dict[str, str] = {}  # a `mlflow run` project run in "Default" that this process's runs do not go under
+
+
 def setup(params: Mapping[str, Any]) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id.
 
-    Under `mlflow run` (``MLFLOW_RUN_ID`` set) the runs go to that run's experiment, whichever it is
-    (`--experiment-name` chooses it), so that they nest under the project run.
+    The runs go to ``tracking.experiment`` (default ``embalance``), except in two cases where they nest under a run
+    that is already there: under `embalance pipeline` (``EMBALANCE_PARENT_RUN_ID``, the pipeline run that `dvc repro`'s
+    stages go under) and under `mlflow run --experiment-name X` (``MLFLOW_RUN_ID``: the project run, in X). A bare
+    `mlflow run` puts its project run in MLflow's "Default" experiment; that run is then left as a pointer (a note
+    and the tag ``embalance.runs_in``) and this process's runs go to ``tracking.experiment`` as usual.
     """
     mlflow.set_tracking_uri(tracking_uri(params))
-    env_run = os.environ.get("MLFLOW_RUN_ID")
-    if env_run:
-        experiment_id = MlflowClient().get_run(env_run).info.experiment_id
-        mlflow.set_experiment(experiment_id=experiment_id)
-        return experiment_id
-    return mlflow.set_experiment(params["tracking"]["experiment"]).experiment_id
+    wanted = params["tracking"]["experiment"]
+    client = MlflowClient()
+    for var in (PARENT_RUN_ENV, "MLFLOW_RUN_ID"):
+        run_id = os.environ.get(var)
+        if not run_id:
+            continue
+        experiment_id = client.get_run(run_id).info.experiment_id
+        if var == PARENT_RUN_ENV or experiment_id != DEFAULT_EXPERIMENT_ID or wanted == "Default":
+            mlflow.set_experiment(experiment_id=experiment_id)
+            _set_kind(client, experiment_id)
+            return experiment_id
+        _launcher["run_id"] = os.environ.pop("MLFLOW_RUN_ID")  # not ours to nest under: it is in another experiment
+    experiment_id = mlflow.set_experiment(wanted).experiment_id
+    _set_kind(client, experiment_id)
+    return experiment_id
+
+
+def _set_kind(client: MlflowClient, experiment_id: str) -> None:
+    experiment = client.get_experiment(experiment_id)
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
+
+
+def _point_launcher_to(run: Any) -> None:
+    """Leave a note on the `mlflow run` project run in "Default" saying where this invocation's runs are."""
+    launcher = _launcher.pop("run_id", None)
+    if launcher is None:
+        return
+    experiment = MlflowClient().get_experiment(run.info.experiment_id).name
+    note = f"This invocation logged its runs to experiment {experiment!r}: run {run.info.run_name!r} ({run.info.run_id})."
+    with contextlib.suppress(Exception):  # a pointer only; the real runs are already logged
+        MlflowClient().set_tag(launcher, "mlflow.note.content", note)
+        MlflowClient().set_tag(launcher, "embalance.runs_in", f"{experiment}/{run.info.run_id}")
 
 
 def git_info(cwd: str | os.PathLike[str] = ".") -> dict[str, str]:
@@ -99,13 +136,15 @@ def failure_reason(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def _reason_on_failure() -> Iterator[None]:
-    """Tag the active run with the exception that leaves the block (mlflow then ends it FAILED or KILLED)."""
+    """Tag the active run with the exception that leaves the block; an interrupted run ends KILLED, others FAILED."""
     try:
         yield
     except BaseException as e:
         if mlflow.active_run() is not None:
             with contextlib.suppress(Exception):  # the store may be what failed; the original error is what matters
                 mlflow.set_tag(REASON_TAG, failure_reason(e))
+                if isinstance(e, KeyboardInterrupt):  # Ctrl-C or SIGTERM (cli.py turns it into KeyboardInterrupt)
+                    mlflow.end_run(status="KILLED")
         raise
 
 
@@ -113,20 +152,24 @@ def _reason_on_failure() -> Iterator[None]:
 def parent_run(name: str, tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A run for a stage: a child of the active run if there is one; under `mlflow run`, the project run itself.
 
-    `mlflow run` creates the project run and passes it in ``MLFLOW_RUN_ID``; it becomes this run (and gets the tags), so the tree reads project run -> sweep -> cells -> folds, with no empty level in between. ``run_id``
-    resumes an earlier run of the stage instead of creating one (an interrupted sweep).
+    `mlflow run` creates the project run and passes it in ``MLFLOW_RUN_ID``; it becomes this run (named ``name``,
+    with the tags), so the tree reads project run -> sweep -> cells -> folds, with no empty level in between. Under
+    `embalance pipeline` (``EMBALANCE_PARENT_RUN_ID``) the run is a child of the pipeline run. ``run_id`` resumes an
+    earlier run of the stage instead of creating one (an interrupted sweep).
     """
     if mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
         # Take the variable away: otherwise every later start_run(nested=True) would resume this same run.
         with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID")) as run, _reason_on_failure():
-            mlflow.set_tags(dict(tags or {}))
+            mlflow.set_tags({**dict(tags or {}), MLFLOW_RUN_NAME: name})
             yield run
         return
     if run_id is not None:  # resume an earlier run of this stage (an interrupted sweep)
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run, _reason_on_failure():
             yield run
         return
-    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=dict(tags or {})) as run, _reason_on_failure():
+    outer = None if mlflow.active_run() is not None else os.environ.get(PARENT_RUN_ENV)
+    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, parent_run_id=outer, tags=dict(tags or {})) as run, _reason_on_failure():
+        _point_launcher_to(run)
         yield run
 
 
@@ -140,6 +183,7 @@ class RunWriter:
 
     def create(self, name: str, parent_id: str | None, tags: Mapping[str, str] | None = None) -> str:
         all_tags = {**self.base_tags, MLFLOW_RUN_NAME: name, MLFLOW_SOURCE_NAME: "embalance", **(tags or {})}
+        parent_id = parent_id or os.environ.get(PARENT_RUN_ENV)  # a top-level run of a stage under `embalance pipeline`
         if parent_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)

@@ -1,41 +1,165 @@
-"""The whole pipeline in one process, under one MLflow parent run: what `mlflow run .` calls.
+"""The whole pipeline as DVC runs it, under one MLflow parent run: what `mlflow run .` and `embalance pipeline` call.
 
-It runs the same stage functions that `dvc repro` runs, in the same order, writing the same files; the embedding
-stage is skipped when its output already matches the data, model and max_length (the expensive step is cached
-on both paths).
+There is one state, whichever way a user comes in: this runs ``dvc repro`` on the project's ``dvc.yaml``, so DVC's
+lock and cache and MLflow's store agree afterwards (after `mlflow run .`, `dvc repro` has nothing to do, and the
+other way round). The stages' runs (``sweep <dataset>``, ``tune …``, ``export <dataset>``, ``report``) nest under
+this run through ``EMBALANCE_PARENT_RUN_ID``.
+
+Overrides (``--set``, ``--datasets/--methods/--sizes``, or a params file other than the project's ``params.yaml``)
+become ``dvc exp run -S`` overrides: DVC writes them into ``params.yaml`` and records a DVC experiment, named after
+this MLflow run, that ``dvc exp show`` lists — the DVC way of running a variant, so ``dvc repro`` afterwards is a
+no-op here too. Hydra's override grammar (which ``-S`` takes) is written by hand below: no library writes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import mlflow
+import yaml
 
 from embalance import tracking
-from embalance.data import embed, prepare
+from embalance.data import prepare
+from embalance.errors import ConfigError, EmbalanceError
 from embalance.experiment.protocol import check_sizes
-from embalance.stages import sweep
+from embalance.params import load_params
+
+STAGES_RUN_TAG = "embalance.dvc.stages_run"
+EXPERIMENT_TAG = "embalance.dvc.experiment"
 
 
-def run(params: Mapping[str, Any]) -> None:
-    datasets = params["data"]["datasets"]
-    tracking.setup(params)
-    with tracking.parent_run("pipeline", tags={**tracking.git_info(), "embalance.run_type": "pipeline"}):
-        # `mlflow run` has already logged its -P values (empty = from params.yaml) under the plain names;
-        # the values in effect go under their own keys, and the whole configuration as an artifact.
+# ------------------------------------------------------------------------------------- params -> DVC overrides
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for every leaf; a list is a leaf, a mapping is walked (empty mapping: a leaf)."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def hydra_value(value: Any) -> str:
+    """A value in Hydra's override grammar: strings always quoted, so that '5', 'null' or 'a,b' stay strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"Cannot pass a {type(value).__name__} to DVC as a parameter value: {value!r}.")
+
+
+def dvc_overrides(base: Mapping[str, Any], wanted: Mapping[str, Any], params_file: str = "") -> list[str]:
+    """The ``dvc exp run -S`` arguments that turn ``base`` (the project's params.yaml) into ``wanted``.
+
+    A key new to the file is written ``+key=value`` and a key to drop ``~key``, as Hydra requires; ``params_file``
+    prefixes each (``studies/paper/params.yaml:key=value``) when the file is not the repository root's.
+    """
+    old, new = dict(_leaves(base)), dict(_leaves(wanted))
+    prefix = f"{params_file}:" if params_file else ""
+    out = [f"{prefix}{'' if key in old else '+'}{key}={hydra_value(value)}" for key, value in new.items() if key not in old or old[key] != value]
+    # A mapping that was replaced by a value (or the other way round) shows as a new leaf; drop only what is gone.
+    out += [f"{prefix}~{key}" for key in old if key not in new and not any(k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in new)]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- the run
+def dvc_target(params_path: Path) -> tuple[Path, Path]:
+    """(repository root, the dvc.yaml to reproduce) for a params file: the dvc.yaml beside the project's params.yaml."""
+    folder = params_path.resolve().parent
+    root = folder
+    while not (root / ".dvc").is_dir():
+        if root.parent == root:
+            raise ConfigError(
+                f"`embalance pipeline` runs the DVC pipeline, but {str(folder)!r} is not inside a DVC repository "
+                "(no .dvc folder above it): run it from a clone of the project, or run the stages one by one."
+            )
+        root = root.parent
+    for candidate in (folder, Path.cwd().resolve(), root):
+        if (candidate / "dvc.yaml").is_file() and candidate.is_relative_to(root):
+            return root, candidate / "dvc.yaml"
+    raise ConfigError(f"No dvc.yaml beside {str(params_path)!r} nor in the repository root {str(root)!r}.")
+
+
+def check_before_work(params: Mapping[str, Any], folder: Path) -> None:
+    """The cheap checks of every dataset first (read from the mirror, nothing written), so that a minority size too
+    large for the last dataset fails before the first one is embedded. Datasets that come from the hub are left to
+    their own prepare stage (reading them here would download them)."""
+    data = params["data"]
+    mirror = Path(data["mirror"]) if Path(data["mirror"]).is_absolute() else folder / data["mirror"]
+    for name in data["datasets"]:
+        if not prepare.mirror_path(mirror, name, "train").is_file() and name in (data.get("hub") or {}):
+            continue
+        prep = prepare.prepare(
+            name, mirror=mirror, hub=data.get("hub"), class_names=(data.get("class_names") or {}).get(name),
+            max_train_per_class=data.get("max_train_per_class"), max_test_per_class=data.get("max_test_per_class"), seed=params["seed"],
+        )  # fmt: skip
+        check_sizes(prep.train["label"].to_numpy(), params["imbalance"]["minority_classes"], params["imbalance"]["sizes"])
+
+
+def _lock(root: Path, dvc_yaml: Path) -> dict[str, Any]:
+    lock = dvc_yaml.with_name("dvc.lock")
+    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}
+
+
+def run(params_path: str | os.PathLike[str], overrides: list[str], *, dry_run: bool = False) -> list[str]:
+    """``dvc repro`` (or ``dvc exp run -S …`` with overrides) under one MLflow run; returns the DVC command."""
+    params_path = Path(params_path)
+    wanted = load_params(params_path, overrides)  # every error in the values, before any work
+    check_before_work(wanted, params_path.resolve().parent)
+    root, dvc_yaml = dvc_target(params_path)
+    project_params = dvc_yaml.with_name("params.yaml")
+    base = load_params(project_params) if project_params.is_file() else {}
+    rel_params = project_params.relative_to(root).as_posix()
+    sets = dvc_overrides(base, wanted, "" if rel_params == "params.yaml" else rel_params)
+    target = [] if dvc_yaml.parent == root else [dvc_yaml.relative_to(root).as_posix()]
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    dvc = dvc if Path(dvc).is_file() else "dvc"
+    if dry_run:
+        return [dvc, "exp", "run", *target, *[a for s in sets for a in ("-S", s)]] if sets else [dvc, "repro", *target]
+
+    tracking.setup(wanted)
+    before = _lock(root, dvc_yaml)
+    with tracking.parent_run("pipeline", tags={**tracking.git_info(root), "embalance.run_type": "pipeline"}) as run:
+        cmd = [dvc, "repro", *target]
+        if sets:
+            name = f"mlflow-{run.info.run_id[:12]}"
+            cmd = [dvc, "exp", "run", "--name", name, *target, *[a for s in sets for a in ("-S", s)]]
+            mlflow.set_tag(EXPERIMENT_TAG, name)
         mlflow.log_params(
             {
-                "effective.datasets": ",".join(datasets),
-                "effective.methods": ",".join(params["augment"]["methods"]),
-                "effective.sizes": ",".join(map(str, params["imbalance"]["sizes"])),
+                "effective.datasets": ",".join(wanted["data"]["datasets"]),
+                "effective.methods": ",".join(wanted["augment"]["methods"]),
+                "effective.sizes": ",".join(map(str, wanted["imbalance"]["sizes"])),
             }
         )
-        mlflow.log_dict(dict(params), "params.yaml")
-        # Cheap checks for every dataset first, so a bad size for the last dataset fails before the first embeds.
-        prepared = {d: prepare.run(params, d) for d in datasets}
-        for prep in prepared.values():
-            check_sizes(prep.train["label"].to_numpy(), params["imbalance"]["minority_classes"], params["imbalance"]["sizes"])
-        for d in datasets:
-            embed.run(params, d, force=False)
-            sweep.run(params, d)
+        mlflow.log_dict(dict(wanted), "params.yaml")
+        mlflow.set_tag("embalance.dvc.command", " ".join(["dvc", *cmd[1:]]))
+        print("embalance pipeline:", " ".join(["dvc", *cmd[1:]]), flush=True)
+        env = {**os.environ, tracking.PARENT_RUN_ENV: run.info.run_id}
+        env.pop("MLFLOW_RUN_ID", None)  # the stages nest under this run, not inside it
+        proc = subprocess.Popen(cmd, cwd=root, env=env)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # SIGTERM to us (cli.py); Ctrl-C reaches dvc itself through the terminal
+            proc.terminate()
+            proc.wait()
+            raise
+        after = _lock(root, dvc_yaml)
+        ran = sorted(stage for stage, entry in after.items() if before.get(stage) != entry)
+        mlflow.set_tag(STAGES_RUN_TAG, ",".join(ran) if ran else "none (up to date)")
+        if code != 0:
+            raise EmbalanceError(f"`{' '.join(['dvc', *cmd[1:]])}` failed with exit code {code} (its output is above).")
+        mlflow.log_artifact(str(dvc_yaml.with_name("dvc.lock"))) if dvc_yaml.with_name("dvc.lock").is_file() else None
+    return cmd

@@ -1,0 +1,137 @@
+"""One state for both ways in: `mlflow run .` drives DVC, so DVC's lock and MLflow's store agree afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from embalance.cli import main as cli_main
+from embalance.stages import pipeline
+
+from .conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+# -------------------------------------------------------------------------------------------- the overrides
+def test_hydra_values_keep_their_types() -> None:
+    assert [pipeline.hydra_value(v) for v in (None, True, 3, 0.5, "5", "it's", ["a", 1], {"x": [1, 2]})] == [
+        "null", "true", "3", "0.5", "'5'", "'it\\'s'", "['a',1]", "{x:[1,2]}",
+    ]  # fmt: skip
+
+
+def test_dvc_overrides_turn_the_project_params_into_the_wanted_ones() -> None:
+    base = {"seed": 1, "data": {"datasets": ["sst2"], "class_names": {"sst2": ["neg", "pos"]}}, "cv": {"n_folds": 10}}
+    wanted = {"seed": 1, "data": {"datasets": ["sst2", "imdb"], "class_names": {"imdb": ["n", "p"]}}, "cv": {"n_folds": 10}}
+    assert pipeline.dvc_overrides(base, wanted) == [
+        "data.datasets=['sst2','imdb']", "+data.class_names.imdb=['n','p']", "~data.class_names.sst2",
+    ]  # fmt: skip
+    assert pipeline.dvc_overrides(base, base) == []
+    assert pipeline.dvc_overrides(base, {**base, "seed": 2}, "studies/x/params.yaml") == ["studies/x/params.yaml:seed=2"]
+
+
+def _git_dvc_project(proj: Path, params: dict) -> None:
+    """The real project files (code, dvc.yaml, MLproject) with ``params``, committed in a new git + DVC repository."""
+    shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", "paths.yaml", "MLproject", "conda.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, proj / name)
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
+    shutil.copy(ROOT / ".dvcignore", proj / ".dvcignore")
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
+
+
+def test_pipeline_outside_a_dvc_repository_is_one_clear_error(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    assert cli_main(["pipeline"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not inside a DVC repository" in err
+
+
+def test_pipeline_dry_run_names_the_dvc_command(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    _git_dvc_project(tmp_path, tiny_params)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["pipeline", "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip() == "dvc repro"
+    assert cli_main(["pipeline", "--dry-run", "--methods", "none,random", "--set", "cv.n_folds=3; seed=7"]) == 0
+    assert capsys.readouterr().out.strip() == "dvc exp run -S seed=7 -S cv.n_folds=3 -S augment.methods=['none','random']"  # in the file's order
+    other = dict(tiny_params, seed=11)
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
+    assert cli_main(["pipeline", "--dry-run", "--params", "other.yaml"]) == 0  # another params file: its differences
+    assert capsys.readouterr().out.strip() == "dvc exp run -S seed=11"
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def _env(uri: str) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "EMBALANCE_PARENT_RUN_ID"):
+        env.pop(var, None)
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -> None:
+    """`mlflow run .` (a bare one: no experiment named) then `dvc repro`: nothing runs again; a second `mlflow run .`
+    reuses what DVC built; `-P` overrides become a DVC experiment; the `cell` entry point logs to `embalance` and
+    leaves `dvc status` clean."""
+    p = dict(tiny_params)
+    p["augment"] = {**p["augment"], "methods": ["none", "random", "smote"]}
+    p["tune"] = {**p["tune"], "sizes": [32], "n_trials": 2, "methods": ["random", "smote"]}
+    p["export"] = {**p["export"], "parity_texts": 8}
+    p["report"] = {**p["report"], "projection": {**p["report"]["projection"], "methods": ["smote"], "size": 32},
+                   "separability": {**p["report"]["separability"], "methods": ["smote"], "sizes": [32]}}  # fmt: skip
+    proj = tmp_path / "proj"
+    _git_dvc_project(proj, p)
+    uri = p["tracking"]["uri"]
+    env = _env(uri)
+    mlflow_run = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local"]
+
+    first = _run([*mlflow_run, "-P", "methods=none,random"], proj, env)  # an override: a DVC experiment
+    assert "dvc exp run --name mlflow-" in first and "Running stage 'sweep@tiny'" in first
+    assert "Running stage" not in _run([str(BIN / "dvc"), "repro"], proj, env)
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, env)
+    assert yaml.safe_load((proj / "params.yaml").read_text())["augment"]["methods"] == ["none", "random"]
+    assert "mlflow-" in _run([str(BIN / "dvc"), "exp", "list", "--all-commits"], proj, env)
+
+    second = _run(mlflow_run, proj, env)  # no override, everything built: DVC has nothing to do
+    assert "embalance pipeline: dvc repro" in second and "Running stage" not in second
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("embalance")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    kinds = {r.info.run_id: r.data.tags.get("embalance.run_type") for r in runs}
+    pipelines = sorted((r for r in runs if kinds[r.info.run_id] == "pipeline"), key=lambda r: r.info.start_time)
+    assert [r.info.run_name for r in pipelines] == ["pipeline", "pipeline"] and all(r.info.status == "FINISHED" for r in pipelines)
+    assert pipelines[0].data.tags["embalance.dvc.stages_run"].split(",") == ["embed@tiny", "export@tiny", "prepare@tiny", "report", "sweep@tiny", "tune@tiny"]
+    assert pipelines[1].data.tags["embalance.dvc.stages_run"] == "none (up to date)"
+    children = sorted(kinds[r.info.run_id] for r in runs if r.data.tags.get("mlflow.parentRunId") == pipelines[0].info.run_id)
+    assert children == ["export", "report", "study", "sweep"]
+    # The bare `mlflow run`s put their project runs in "Default": each is a pointer to its pipeline run.
+    launchers = client.search_runs(["0"])
+    assert sorted(r.data.tags["embalance.runs_in"] for r in launchers) == sorted(f"embalance/{r.info.run_id}" for r in pipelines)
+
+    # One cell through the MLproject: in `embalance`, named after the cell; its files stay out of DVC's outputs.
+    _run([*mlflow_run, "-e", "cell", "-P", "dataset=tiny", "-P", "method=random", "-P", "size=32"], proj, env)
+    cell_sweeps = client.search_runs([exp.experiment_id], "tags.`embalance.run_type` = 'sweep'")
+    assert "sweep tiny" in {r.info.run_name for r in cell_sweeps} and len(cell_sweeps) == 2
+    assert (proj / "results" / "tiny" / "cells" / "random-n32" / "cells.csv").is_file()
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, env)
