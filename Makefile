@@ -32,5 +32,7 @@ test-fast: install      ## the quick loop: skips the end-to-end tests marked `sl
 lint: install
 	ruff check src tests benchmarks
 
-ui: install             ## browse runs at http://127.0.0.1:5000
+ui: install             ## browse runs at http://127.0.0.1:5000 (the address printed opens on the training runs)
+	@python -c 'from mlflow.tracking import MlflowClient as C; e = C("sqlite:///mlflow.db").get_experiment_by_name("embalance"); \
+	print("Open http://127.0.0.1:5000/#/experiments/" + (e.experiment_id if e else "") + "?workflowType=machine_learning")'
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -84,8 +84,12 @@ def test_mlflow_ui_shows_cells_and_folds(tiny_params: dict, tiny_data: Path, tmp
     try:
         wait_for_http(f"http://127.0.0.1:{port}/", 120, ui)
         with browser(driver, chromium, tmp_path / "chromium-profile") as b:
-            b.get(f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs")
-            b.wait_for_text(["sweep tiny", f"{n_runs} matching runs"], 90)
+            # The address `make ui` prints opens on the training runs, not on MLflow 3's GenAI overview (the UI's default
+            # workflow), and the Dataset column names the data each run used (logged inputs with their DVC hashes).
+            b.get(f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning")
+            b.wait_for_text(["sweep tiny", f"{n_runs} matching runs", "tiny embeddings"], 90)
+            assert f"/experiments/{experiment.experiment_id}/runs" in b.execute("return window.location.href")
+            assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
             for close in b.find_all('button[data-component-id="mlflow.assistant.chat_panel.close"]'):
                 b.click(close)  # the assistant panel would cover the table
             for handle in b.find_all('.ag-header-cell[col-id="attributes.`Run Name`"] .ag-header-cell-resize'):

@@ -125,6 +125,13 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     assert pipelines[1].data.tags["embalance.dvc.stages_run"] == "none (up to date)"
     children = sorted(kinds[r.info.run_id] for r in runs if r.data.tags.get("mlflow.parentRunId") == pipelines[0].info.run_id)
     assert children == ["export", "report", "study", "sweep"]
+    # A cell's dataset inputs carry the hashes dvc.lock records for the embeddings and the prepared data.
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
+    hashes = {o["path"]: o["md5"] for stage in lock.values() for o in stage.get("outs", [])}
+    cell = next(r for r in runs if kinds[r.info.run_id] == "cell")
+    assert {(d.dataset.name, d.dataset.digest) for d in cell.inputs.dataset_inputs} == {
+        ("tiny embeddings", hashes["data/embeddings/tiny"]), ("tiny prepared", hashes["data/prepared/tiny"]),
+    }  # fmt: skip
     # The bare `mlflow run`s put their project runs in "Default": each is a pointer to its pipeline run.
     launchers = client.search_runs(["0"])
     assert sorted(r.data.tags["embalance.runs_in"] for r in launchers) == sorted(f"embalance/{r.info.run_id}" for r in pipelines)

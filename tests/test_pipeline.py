@@ -56,6 +56,11 @@ def test_sweep_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.M
     # Provenance on every run.
     for r in runs:
         assert len(r.data.tags["embalance.data.train_md5"]) == 32
+    # Dataset inputs on the sweep and the cells (not on every fold): no dvc.lock here, so the digest is the files' MD5.
+    for r in runs:
+        inputs = {(d.dataset.name, d.dataset.digest) for d in r.inputs.dataset_inputs}
+        want = {("tiny embeddings", r.data.tags["embalance.data.train_md5"])} if r.data.tags["embalance.run_type"] != "fold" else set()
+        assert inputs == want, r.info.run_name
     # A fold that ran: metrics, counts and the training curve.
     client = MlflowClient(tracking_uri=tiny_params["tracking"]["uri"])
     ok_fold = next(f for f in by_type["fold"] if f.data.params["method"] == "random" and f.data.params["minority_size"] == "32")
@@ -160,6 +165,9 @@ def test_interrupted_sweep_resumes_without_redoing_finished_cells(tiny_data: Pat
     n_cells = len(p["augment"]["methods"]) * 4
     assert 3 <= len(first) < n_cells
     kept = {(r["cell"]["method"], r["cell"]["minority_size"]): r["cell"]["mlflow_run_id"] for r in first}
+    interrupted = _runs(p["tracking"]["uri"])
+    assert {r.info.status for r in interrupted if r.data.tags["embalance.run_type"] == "sweep"} == {"KILLED"}  # not FAILED
+    assert "KeyboardInterrupt" in next(r for r in interrupted if r.data.tags["embalance.run_type"] == "sweep").data.tags["embalance.reason"]
 
     again = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr

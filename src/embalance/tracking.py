@@ -91,7 +91,7 @@ def git_info(cwd: str | os.PathLike[str] = ".") -> dict[str, str]:
 
 
 def data_tags(embeddings_dir: Path) -> dict[str, str]:
-    """Hashes of the embeddings a run used (the MD5s that dvc.lock records for these files)."""
+    """Hashes of the embeddings a run used (the MD5s that dvc.lock records for these files), and where they lie."""
     import json
 
     meta_path = embeddings_dir / "meta.json"
@@ -99,29 +99,67 @@ def data_tags(embeddings_dir: Path) -> dict[str, str]:
         return {}
     meta = json.loads(meta_path.read_text())
     tags = {f"embalance.data.{k}": str(meta[k]) for k in ("train_md5", "test_md5", "fingerprint", "model") if k in meta}
-    lock = _dvc_lock_hash(embeddings_dir)
-    if lock:
-        tags["embalance.data.dvc_lock_md5"] = lock
+    tags[EMBEDDINGS_PATH_TAG] = embeddings_dir.as_posix()
+    out, deps = _dvc_lock_entry(embeddings_dir)
+    if out:
+        tags["embalance.data.dvc_lock_md5"] = out
+    for path, digest in deps.items():  # the prepared data the embeddings were made from (the embed stage's input)
+        if digest.endswith(".dir"):
+            tags[PREPARED_PATH_TAG], tags["embalance.data.prepared_dvc_md5"] = path, digest
     return tags
 
 
-def _dvc_lock_hash(out_dir: Path) -> str | None:
-    """The hash dvc.lock records for an output folder, if there is a dvc.lock that lists it."""
+def _dvc_lock_entry(out_dir: Path) -> tuple[str | None, dict[str, str]]:
+    """The hash dvc.lock records for an output folder and the hashes of its stage's deps, if a dvc.lock lists it."""
     import yaml
 
     lock = Path("dvc.lock")
     if not lock.is_file():
-        return None
+        return None, {}
     try:
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     except yaml.YAMLError:
-        return None
+        return None, {}
     target = out_dir.as_posix().rstrip("/")
     for stage in stages.values():
         for out in stage.get("outs", []) or []:
             if out.get("path", "").rstrip("/") == target:
-                return out.get("md5") or out.get("hash")
-    return None
+                deps = {d["path"]: d.get("md5") or d.get("hash") for d in stage.get("deps", []) or [] if d.get("md5") or d.get("hash")}
+                return out.get("md5") or out.get("hash"), deps
+    return None, {}
+
+
+EMBEDDINGS_PATH_TAG = "embalance.data.embeddings_path"
+PREPARED_PATH_TAG = "embalance.data.prepared_path"
+INPUT_RUN_TYPES = {"sweep", "cell", "study", "final_default", "final_tuned", "export"}  # not every fold and trial
+
+
+def dataset_inputs(tags: Mapping[str, str]) -> list[Any]:
+    """MLflow dataset inputs (the UI's Dataset column) from a run's data tags: the embeddings and the prepared data,
+    each with the hash DVC records for it as its digest (the files' own MD5 when no dvc.lock lists them)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    dataset = tags.get("embalance.dataset")
+    if not dataset or EMBEDDINGS_PATH_TAG not in tags:
+        return []
+    found = [("embeddings", tags[EMBEDDINGS_PATH_TAG], tags.get("embalance.data.dvc_lock_md5") or tags.get("embalance.data.train_md5", ""))]
+    if PREPARED_PATH_TAG in tags:
+        found.append(("prepared", tags[PREPARED_PATH_TAG], tags["embalance.data.prepared_dvc_md5"]))
+    out = []
+    for kind, path, digest in found:
+        source = resolve_dataset_source(Path(path).resolve().as_uri())
+        entity = MetaDataset(source, name=f"{dataset} {kind}", digest=digest[:36] or None)._to_mlflow_entity()
+        out.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training and test")]))
+    return out
+
+
+def log_dataset_inputs(run_id: str, tags: Mapping[str, str]) -> None:
+    inputs = dataset_inputs(tags)
+    if inputs and tags.get("embalance.run_type") in INPUT_RUN_TYPES:
+        MlflowClient().log_inputs(run_id, datasets=inputs)
 
 
 REASON_TAG = "embalance.reason"  # why a run did not end well: a status's reason, or the exception that ended it
@@ -161,6 +199,7 @@ def parent_run(name: str, tags: Mapping[str, str] | None = None, run_id: str | N
         # Take the variable away: otherwise every later start_run(nested=True) would resume this same run.
         with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID")) as run, _reason_on_failure():
             mlflow.set_tags({**dict(tags or {}), MLFLOW_RUN_NAME: name})
+            log_dataset_inputs(run.info.run_id, dict(tags or {}))
             yield run
         return
     if run_id is not None:  # resume an earlier run of this stage (an interrupted sweep)
@@ -170,6 +209,7 @@ def parent_run(name: str, tags: Mapping[str, str] | None = None, run_id: str | N
     outer = None if mlflow.active_run() is not None else os.environ.get(PARENT_RUN_ENV)
     with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, parent_run_id=outer, tags=dict(tags or {})) as run, _reason_on_failure():
         _point_launcher_to(run)
+        log_dataset_inputs(run.info.run_id, dict(tags or {}))
         yield run
 
 
@@ -187,6 +227,7 @@ class RunWriter:
         if parent_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        log_dataset_inputs(run.info.run_id, all_tags)
         return run.info.run_id
 
     def log(
@@ -213,8 +254,10 @@ class RunWriter:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
-    def fail(self, run_id: str, error: BaseException, status: str = "FAILED") -> None:
-        """End a run that an exception cut short, with the exception as its ``embalance.reason`` tag."""
+    def fail(self, run_id: str, error: BaseException, status: str | None = None) -> None:
+        """End a run that an exception cut short, with the exception as its ``embalance.reason`` tag: KILLED when it
+        was interrupted (Ctrl-C, or SIGTERM turned into KeyboardInterrupt), else FAILED, unless ``status`` says."""
+        status = status or ("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         with contextlib.suppress(Exception):  # the store may be what failed; the original error is what matters
             self.client.set_tag(run_id, REASON_TAG, failure_reason(error))
         self.finish(run_id, status)
