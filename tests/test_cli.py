@@ -93,6 +93,8 @@ BAD = [
     (["report", "--datasets", "tiny,nosuch"], ["'nosuch'", "no results in 'results/nosuch'"]),
     (["pipeline", "--datasets", "nosuch"], ["'nosuch'", KNOWN]),
     (["pipeline", "--methods", "none,smoteish"], ["'smoteish'"]),
+    (["predict", "--model", "nosuch"], ["'nosuch'", "not a folder"]),
+    (["predict", "--model", "nosuch", "--batch-size", "0"], ["`batch_size` must be >= 1", "got 0"]),
 ]
 
 

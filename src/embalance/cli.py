@@ -37,6 +37,7 @@ from embalance.params import SAMPLERS
 STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "pipeline", "cell")
 # The folder a stage reads, per sub-command (a key of embalance.io.LAYOUT): a dataset whose inputs exist is accepted.
 READS = {"embed": "prepared", "sweep": "embeddings", "tune": "embeddings", "cell": "embeddings", "export": "embeddings"}
+USES_RUNTIME = ("embed", "export", "predict", "pipeline")  # the commands that import embalance.serving.predict
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,7 +133,7 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
     try:
         predict.run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
     except (MlflowException, FileNotFoundError, ValueError, TypeError) as e:  # TypeError: an MLflow model not logged by `embalance export`
-        print(f"embalance predict: error: {e}", file=sys.stderr)
+        print(f"embalance predict: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0
 
@@ -267,6 +268,11 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _one_line(error: BaseException) -> str:
+    """An error's message in one line, whatever it holds."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def _check_datasets(args: argparse.Namespace, params: dict[str, Any]) -> None:
     """Every dataset the command names is one: cheap, before the stage's imports and work."""
     data = params["data"]
@@ -308,12 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         params = load_params(args.params, _overrides(args))
         _check_datasets(args, params)
-        _import_runtime()
+        if args.command in USES_RUNTIME:
+            _import_runtime()
         with removed_if_left_empty():  # a stage that fails leaves no empty output folder
             return args.func(args, params) or 0
     except EmbalanceError as e:
-        message = " ".join(line.strip() for line in str(e).splitlines())  # one line, whatever the message
-        print(f"embalance {args.command}: error: {message}", file=sys.stderr)
+        print(f"embalance {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"embalance {args.command}: interrupted; finished work is kept — run the same command again to go on.", file=sys.stderr)
