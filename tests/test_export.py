@@ -351,3 +351,51 @@ def test_run_writes_models_logs_registers_and_moves_alias(
     # the runtime alone, at the import path the pickled model names (embalance.serving.predict)
     shipped = sorted(str(f.relative_to(local / "code")) for f in (local / "code").rglob("*.py"))
     assert shipped == ["embalance/__init__.py", "embalance/serving/__init__.py", "embalance/serving/predict.py"]
+
+
+# ------------------------------------------------------------------------------------------------ quiet
+def _embalance(*argv: str, cwd: Path) -> Any:
+    """`embalance ...` in a fresh process with the warning filters a user's console has (no PYTHONWARNINGS)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    return subprocess.run([sys.executable, "-m", "embalance", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "warning" in line.lower()]
+
+
+def test_predict_prints_no_warning(model_dir: tuple[Path, Any], tmp_path: Path) -> None:
+    (tmp_path / "texts.txt").write_text("a gorgeous, witty, seductive movie.\nthe plot is thin.\n")
+    done = _embalance("predict", "--params", str(ROOT / "params.yaml"), "--model", str(model_dir[0]), "--input", "texts.txt", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _warnings(done.stderr) == [] and done.stdout.startswith("label,class_name,p_negative,p_positive\n")
+
+
+@pytest.mark.slow
+def test_export_and_predict_from_the_registry_print_no_warning(tmp_path_factory: pytest.TempPathFactory, base_params: dict, tmp_path: Path) -> None:
+    """The export stage (encoder traced to ONNX, model logged as code and registered) and `embalance predict` on the
+    registered model print no Python warning and no MLflow warning (the CloudPickle one: the model is code)."""
+    import yaml
+
+    prepared, embedded = tiny_embeddings(tmp_path_factory)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(export_params(base_params, tmp_path, use_best=False), sort_keys=False))
+    done = _embalance("export", "--dataset", "tiny", "--prepared", str(prepared), "--embeddings", str(embedded), "--results", "results/tiny", "--out", "models/tiny", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _warnings(done.stderr) == []
+    (tmp_path / "texts.txt").write_text("a gorgeous, witty, seductive movie.\n")
+    done = _embalance("predict", "--model", "models:/embalance-tiny@champion", "--input", "texts.txt", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _warnings(done.stderr) == [] and done.stdout.count("\n") == 2
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    local = Path(mlflow.artifacts.download_artifacts("models:/embalance-tiny@champion", dst_path=str(tmp_path / "dl")))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert Path(flavor["model_code_path"]).name == "mlflow_model.py" and (local / "mlflow_model.py").is_file()
+    assert not (local / "python_model.pkl").exists()  # nothing pickled

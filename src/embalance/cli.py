@@ -12,7 +12,10 @@
 
 Every sub-command takes ``--params params.yaml`` and any number of ``--set section.key=value`` overrides. The
 folders a stage reads and writes are options too (dvc.yaml passes each of them); their defaults are the project's
-layout (``embalance.io.LAYOUT``).
+layout (``embalance.io.LAYOUT``). `embalance COMMAND --help` describes a command and its options.
+
+A bad option, parameter, params file or dataset is reported in one line on stderr, before any work, and the
+command exits with status 2; a stage that fails leaves no empty output folder behind.
 """
 
 from __future__ import annotations
@@ -22,15 +25,27 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from embalance import __version__
 from embalance.errors import ConfigError, EmbalanceError
-from embalance.io import default_dir
+from embalance.io import check_dataset, default_dir, removed_if_left_empty
+from embalance.params import SAMPLERS
 
 STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "pipeline", "cell")
+# The folder a stage reads, per sub-command (a key of embalance.io.LAYOUT): a dataset whose inputs exist is accepted.
+READS = {"embed": "prepared", "sweep": "embeddings", "tune": "embeddings", "cell": "embeddings", "export": "embeddings"}
+USES_RUNTIME = ("embed", "export", "predict", "pipeline")  # the commands that import embalance.serving.predict
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (and status 2, as argparse does)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`).\n")
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -38,13 +53,13 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. --set cv.n_folds=5 (repeatable, or several in one separated by ';'; an empty value is ignored)")
 
 
-def _dirs(ap: argparse.ArgumentParser, *kinds: str) -> None:
+def _dirs(ap: argparse.ArgumentParser, *kinds: str, out: str = "") -> None:
     """``--<kind> DIR`` options for the folders a stage touches; the default is the layout's folder for the dataset."""
     helps = {
-        "prepared": "prepared data folder (default: data/prepared/<dataset>)",
-        "embeddings": "embeddings folder (default: data/embeddings/<dataset>)",
-        "results": "results folder (default: results/<dataset>)",
-        "out": "output folder (default: the stage's folder for <dataset>)",
+        "prepared": "prepared data folder to read (default: data/prepared/<dataset>)",
+        "embeddings": "embeddings folder to read (default: data/embeddings/<dataset>)",
+        "results": "results folder to read best.json from (default: results/<dataset>)",
+        "out": f"output folder (default: {out})",
     }
     for kind in kinds:
         ap.add_argument(f"--{kind}", type=Path, default=None, metavar="DIR", help=helps[kind])
@@ -119,7 +134,7 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
     try:
         predict.run(args.model, args.input, args.output, fmt=args.fmt, batch_size=args.batch_size, threads=args.threads, progress=not args.no_progress)
     except (MlflowException, FileNotFoundError, ValueError, TypeError) as e:  # TypeError: an MLflow model not logged by `embalance export`
-        print(f"embalance predict: error: {e}", file=sys.stderr)
+        print(f"embalance predict: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0
 
@@ -166,67 +181,138 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ the parser
-def _sub(sub: Any, name: str, func: Callable[..., Any], help_: str, *, dataset: bool = True) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_, description=help_)
+# Each sub-command: a one-line summary (the list of `embalance --help`) and what it reads and writes (its --help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("read a dataset's splits and write Parquet",
+                "Read the train and test splits of --dataset (from data.mirror, else the Hugging Face Hub entry data.hub.<dataset>), "
+                "cap and balance them as params.yaml says, and write train.parquet, test.parquet and meta.json."),
+    "embed": ("embed the prepared texts",
+              "Embed the prepared texts of --dataset with embed.model and write train.npy, test.npy, their labels and meta.json."),
+    "sweep": ("run every (method, size) cell with cv.n_folds-fold CV",
+              "Run every (method, minority size, draw) cell of augment.methods x imbalance.sizes x imbalance.draws with "
+              "cv.n_folds-fold cross-validation, tracked in MLflow; write cells.csv, folds.csv, metrics.json and "
+              "balanced_accuracy.png. An interrupted sweep resumes where it stopped."),
+    "tune": ("Optuna studies on validation folds, then the best evaluated on the test set",
+             "Search tune.space with Optuna for each size of tune.sizes (validation folds only), evaluate the best "
+             "configuration on the test set, and write best.json, tune/ and tune_plots/."),
+    "export": ("retrain the chosen configuration, export ONNX, log and register the model",
+               "Retrain the configuration of best.json (or export.method), export encoder and classifier to ONNX, check "
+               "them against PyTorch, write the model folder, and log and register it in MLflow (alias champion)."),
+    "report": ("results tables, paired tests and figures of every dataset -> reports/",
+               "Read the results of every dataset and write the tables, paired tests and figures to reports/ (README.md, "
+               "tables/, figures/), logged to an MLflow run named report."),
+    "predict": ("label texts with an exported folder or a registered model",
+                "Label raw texts with an exported model folder or an MLflow model; write label, class_name and one "
+                "p_<class> column per class as CSV."),
+    "pipeline": ("the DVC pipeline (dvc repro; with overrides dvc exp run -S) under one MLflow run",
+                 "Run `dvc repro` on the dvc.yaml beside the params file (every stage that is not up to date) under one MLflow "
+                 "run, which the stages' runs nest under (what `mlflow run .` calls). Overrides (--set, --datasets, --methods, "
+                 "--sizes, or a params file other than the project's params.yaml) run `dvc exp run -S ...` instead: DVC writes "
+                 "them into params.yaml and records a DVC experiment. DVC's lock and MLflow's store agree afterwards."),
+    "cell": ("run and track one (dataset, method, size) cell",
+             "Run one (dataset, method, size) cell of one draw, tracked in MLflow, and print its row; its files go to "
+             "results/<dataset>/cells/<method>-n<size>/, outside the DVC outputs."),
+}
+
+
+def _sub(sub: Any, name: str, func: Callable[..., Any], *, dataset: bool = True) -> argparse.ArgumentParser:
+    summary, description = COMMANDS[name]
+    p = sub.add_parser(name, help=summary, description=description)
     p.set_defaults(func=func)
     if dataset:
-        p.add_argument("--dataset", required=True, help="dataset name (a folder of data.mirror, or a key of data.hub)")
+        p.add_argument("--dataset", required=True, metavar="NAME", help="dataset name: a folder of data.mirror or a key of data.hub (e.g. sst2)")
     _common(p)
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="embalance", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="embalance", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"embalance {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = _sub(sub, "prepare", _prepare, "read a dataset's splits and write Parquet")
-    _dirs(p, "out")
-    p = _sub(sub, "embed", _embed, "embed the prepared texts")
-    _dirs(p, "prepared", "out")
+    p = _sub(sub, "prepare", _prepare)
+    _dirs(p, "out", out="data/prepared/<dataset>")
+    p = _sub(sub, "embed", _embed)
+    _dirs(p, "prepared", "out", out="data/embeddings/<dataset>")
     p.add_argument("--if-changed", action="store_true", help="skip when the embeddings already match data, model and max_length")
-    p = _sub(sub, "sweep", _sweep, "run every (method, size) cell with 10-fold CV")
-    _dirs(p, "prepared", "embeddings", "out")
-    p = _sub(sub, "tune", _tune, "Optuna studies on validation folds, then the best evaluated on the test set")
-    _dirs(p, "prepared", "embeddings", "out")
-    p.add_argument("--sizes", default="", help="comma-separated minority sizes (default: tune.sizes)")
-    p.add_argument("--n-trials", type=int, default=None, help="trials per study (default: tune.n_trials)")
-    p.add_argument("--n-jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
-    p.add_argument("--storage", default="", help="Optuna storage URL (default: tune.storage)")
-    p.add_argument("--sampler", default="", help="tpe | random | grid (default: tune.sampler)")
+    p = _sub(sub, "sweep", _sweep)
+    _dirs(p, "prepared", "embeddings", "out", out="results/<dataset>")
+    p = _sub(sub, "tune", _tune)
+    _dirs(p, "prepared", "embeddings", "out", out="results/<dataset>")
+    p.add_argument("--sizes", default="", metavar="N,N,...", help="comma-separated minority sizes (default: tune.sizes)")
+    p.add_argument("--n-trials", type=int, default=None, metavar="N", help="trials per study (default: tune.n_trials)")
+    p.add_argument("--n-jobs", type=int, default=1, metavar="N", help="worker processes sharing the study (default 1)")
+    p.add_argument("--storage", default="", metavar="URL", help="Optuna storage URL (default: tune.storage)")
+    p.add_argument("--sampler", default=None, choices=SAMPLERS, help="Optuna sampler (default: tune.sampler)")
     p.add_argument("--worker-only", action="store_true", help="only run trials; leave the final evaluation to the main invocation")
-    p = _sub(sub, "export", _export, "retrain the chosen configuration, export ONNX, log and register the model")
-    _dirs(p, "prepared", "embeddings", "results", "out")
+    p = _sub(sub, "export", _export)
+    _dirs(p, "prepared", "embeddings", "results", "out", out="models/<dataset>")
     p.add_argument("--no-register", action="store_true", help="write models/<dataset>/ only; log and register nothing")
-    p = _sub(sub, "report", _report, "results tables, paired tests and figures of every dataset -> reports/", dataset=False)
-    p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
+    p = _sub(sub, "report", _report, dataset=False)
+    p.add_argument("--datasets", default="", metavar="NAME,NAME,...", help="comma-separated datasets (default: data.datasets)")
     p.add_argument("--results", type=Path, default=None, metavar="DIR", help="folder of results/<dataset>/ (default: results)")
     p.add_argument("--embeddings", type=Path, default=None, metavar="DIR", help="folder of <dataset>/ embeddings (default: data/embeddings)")
     p.add_argument("--models", type=Path, default=None, metavar="DIR", help="folder of <dataset>/export.json, the deployed models (default: models)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default: reports)")
-    p = _sub(sub, "predict", _predict, "label texts with an exported folder or a registered model", dataset=False)
-    p.add_argument("--model", required=True, help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")
-    p.add_argument("--input", default="-", help="CSV with a `text` column, or a file of one text per line; - = stdin (default)")
-    p.add_argument("--output", default="-", help="CSV to write; - = stdout (default)")
+    p = _sub(sub, "predict", _predict, dataset=False)
+    p.add_argument("--model", required=True, metavar="FOLDER|URI", help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")
+    p.add_argument("--input", default="-", metavar="FILE", help="CSV with a `text` column, or a file of one text per line; - = stdin (default)")
+    p.add_argument("--output", default="-", metavar="FILE", help="CSV to write; - = stdout (default)")
     p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (auto: csv for *.csv[.gz], else lines)")
-    p.add_argument("--batch-size", type=int, default=256, help="texts per prediction call (default 256)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="texts per prediction call (default 256)")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
+    p.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p = _sub(sub, "pipeline", _pipeline, "the DVC pipeline (dvc repro; with overrides dvc exp run -S) under one MLflow run", dataset=False)
+    p = _sub(sub, "pipeline", _pipeline, dataset=False)
     p.add_argument("--dry-run", action="store_true", help="print the DVC command that would run, and run nothing")
-    p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
-    p.add_argument("--methods", default="", help="comma-separated methods (default: augment.methods)")
-    p.add_argument("--sizes", default="", help="comma-separated minority sizes (default: imbalance.sizes)")
-    p = _sub(sub, "cell", _cell, "run and track one (dataset, method, size) cell")
-    _dirs(p, "prepared", "embeddings", "out")
-    p.add_argument("--method", required=True, help="a method, e.g. smote or smote+mixup+refit")
-    p.add_argument("--size", type=int, required=True, help="the minority size (a power of two)")
-    p.add_argument("--draw", type=int, default=0, help="which independent draw of the pool (default 0: the single-draw protocol's)")
+    p.add_argument("--datasets", default="", metavar="NAME,NAME,...", help="comma-separated datasets (default: data.datasets)")
+    p.add_argument("--methods", default="", metavar="M,M,...", help="comma-separated methods (default: augment.methods)")
+    p.add_argument("--sizes", default="", metavar="N,N,...", help="comma-separated minority sizes (default: imbalance.sizes)")
+    p = _sub(sub, "cell", _cell)
+    _dirs(p, "prepared", "embeddings", "out", out="results/<dataset>/cells; the cell writes to DIR/<method>-n<size>[-draw<r>]/")
+    p.add_argument("--method", required=True, metavar="METHOD", help="a method, e.g. smote or smote+mixup+refit")
+    p.add_argument("--size", type=int, required=True, metavar="N", help="the minority size (a power of two)")
+    p.add_argument("--draw", type=int, default=0, metavar="R", help="which independent draw of the pool (default 0: the single-draw protocol's)")
     return ap
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's message in one line, whatever it holds."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _check_datasets(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    """Every dataset the command names is one: cheap, before the stage's imports and work."""
+    data = params["data"]
+    if args.command == "report":
+        root = args.results or default_dir("results")
+        for name in _split(args.datasets) or data["datasets"]:
+            check_dataset(name, data, root / name, "results")
+    elif args.command == "pipeline":
+        for name in data["datasets"]:
+            check_dataset(name, data)
+    elif args.command != "predict":
+        kind = READS.get(args.command)
+        inputs = (getattr(args, kind) or default_dir(kind, args.dataset)) if kind else None
+        check_dataset(args.dataset, data, inputs, kind or "")
+
+
+def _import_runtime() -> None:
+    """Import the serving runtime (embed, export and predict use it) without MLflow's "Add type hints" warning.
+
+    MLflow warns ("Add type hints to the `predict` method") when embalance.serving.predict defines its untyped
+    EmbalanceTextModel: nothing a user can act on (the model's signature is logged explicitly). MLflow shows it under
+    its own "once" filter, so a filter cannot silence it; it is caught here and every other warning shown as usual.
+    The cause is fixed by annotating `model_input` in serving/predict.py; serving/mlflow_model.py does the same.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        import embalance.serving.predict  # noqa: F401
+    for w in caught:
+        if "Add type hints to the `predict` method" not in str(w.message):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,9 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from embalance.params import load_params
 
         params = load_params(args.params, _overrides(args))
-        return args.func(args, params) or 0
+        _check_datasets(args, params)
+        if args.command in USES_RUNTIME:
+            _import_runtime()
+        with removed_if_left_empty():  # a stage that fails leaves no empty output folder
+            return args.func(args, params) or 0
     except EmbalanceError as e:
-        print(f"embalance {args.command}: error: {e}", file=sys.stderr)
+        print(f"embalance {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"embalance {args.command}: interrupted; finished work is kept — run the same command again to go on.", file=sys.stderr)

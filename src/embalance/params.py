@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -49,6 +49,8 @@ from embalance.schema_text import SchemaText, article, did_you_mean
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 Device = Literal["auto", "cpu", "cuda"]
+Sampler = Literal["tpe", "random", "grid"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)  # `embalance tune --sampler` offers these
 
 
 # ------------------------------------------------------------------------------------------------ value types
@@ -319,7 +321,7 @@ class TuneParams(Section):
     sizes: Annotated[list[MinoritySize], Field(min_length=1), distinct("a size")]
     methods: Annotated[list[Method], Field(min_length=1), distinct("a method")]
     n_trials: PositiveInt
-    sampler: Literal["tpe", "random", "grid"]
+    sampler: Sampler
     pruner: Literal["wilcoxon", "none"]
     wilcoxon_p: Annotated[Number, Field(gt=0, le=1)] = 0.1
     n_startup_folds: NonNegativeInt = 2
@@ -399,13 +401,19 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS_FILE, overrides: I
     Returns the checked values as a plain dict: the file's keys and values, with the overrides set.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"Parameters file {str(path)!r} is a folder; pass the params.yaml file itself (--params FOLDER/params.yaml).")
     if not path.is_file():
         raise ConfigError(f"Parameters file {str(path)!r} does not exist; run from the project folder or pass --params.")
     try:
-        with path.open() as f:
+        with path.open(encoding="utf-8") as f:
             params = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(f"Parameters file {str(path)!r} cannot be read ({e.strerror or e}); fix its permissions or pass another --params.") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Parameters file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason}); a params file is YAML.") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{str(path)!r} is not valid YAML: {_yaml_problem(e)}.") from e
+        raise ConfigError(f"{str(path)!r} is not valid YAML: {_yaml_problem(e)}.") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{str(path)!r} must hold a mapping of sections, but got {type(params).__name__}.")
     params = apply_overrides(params, overrides)
@@ -439,6 +447,8 @@ def apply_overrides(params: Mapping[str, Any], overrides: Iterable[str]) -> dict
             raise ConfigError(f"An override must look like `section.key=value`, but got {item!r}.")
         key, raw = item.split("=", 1)
         source = f"--set {item}"
+        if not all(part.strip() for part in key.split(".")):
+            raise ConfigError(f"An override must look like `section.key=value` with a dotted key of non-empty names, but got the key {key!r} in {item!r}.")
         try:
             value = _parse_value(raw)
         except yaml.YAMLError as e:

@@ -81,13 +81,69 @@ def _point_launcher_to(run: Any) -> None:
 
 
 def git_info(cwd: str | os.PathLike[str] = ".") -> dict[str, str]:
-    """The commit and whether the work tree has uncommitted changes (empty when not in a git repo)."""
+    """The commit, and whether the code or configuration differs from it (empty when not in a git repo).
+
+    ``embalance.git_dirty`` is true when a tracked file other than DVC's own (:func:`dvc_managed`) differs from the
+    commit: DVC deletes a stage's outputs before running it, and rewrites dvc.lock, so those changes say nothing
+    about the code that made a run.
+    """
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True).stdout
+        commit = _git(cwd, "rev-parse", "HEAD").strip()
+        top = Path(_git(cwd, "rev-parse", "--show-toplevel").strip())
+        changed = [f for f in _git(top, "diff", "--name-only", "-z", "HEAD", "--").split("\0") if f]
+        dvc_files = [f for f in _git(top, "ls-files", "-z", "--", ":(glob)**/dvc.yaml").split("\0") if f]
     except (OSError, subprocess.CalledProcessError):
         return {}
-    return {"embalance.git_commit": commit, "mlflow.source.git.commit": commit, "embalance.git_dirty": str(bool(dirty.strip())).lower()}
+    outputs = _dvc_outputs(top, dvc_files) if changed else []
+    dirty = any(not dvc_managed(f, outputs) for f in changed)
+    return {"embalance.git_commit": commit, "mlflow.source.git.commit": commit, "embalance.git_dirty": str(dirty).lower()}
+
+
+def _git(cwd: str | os.PathLike[str], *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def _dvc_outputs(top: Path, dvc_files: list[str]) -> list[str]:
+    """The outputs, metrics and plots of every stage of the given dvc.yaml files, as glob patterns from the repo root.
+
+    A templated part (``results/${item}/metrics.json`` of a ``foreach`` stage) becomes ``*``; the paths of a dvc.yaml
+    in a sub-folder (a study) are relative to that folder.
+    """
+    import re
+
+    import yaml
+
+    patterns = []
+    for name in dvc_files:
+        try:
+            stages = (yaml.safe_load((top / name).read_text()) or {}).get("stages") or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        folder = Path(name).parent
+        for stage in stages.values():
+            body = stage.get("do", stage) if isinstance(stage, dict) else {}
+            for kind in ("outs", "metrics", "plots"):
+                for entry in body.get(kind) or []:
+                    path = next(iter(entry)) if isinstance(entry, dict) else entry
+                    if isinstance(path, str):
+                        patterns.append((folder / re.sub(r"\$\{[^}]*\}", "*", path)).as_posix().rstrip("/"))
+    return patterns
+
+
+def dvc_managed(path: str, outputs: list[str]) -> bool:
+    """Whether a file (relative to the repo root) is DVC's to change: a dvc.lock, an output (or a file inside an output
+    folder) of a dvc.yaml stage, or the .gitignore DVC keeps beside an output (not the repo's own .gitignore)."""
+    from fnmatch import fnmatchcase
+
+    p = Path(path)
+    if p.name == "dvc.lock":
+        return True
+    for out in outputs:
+        if fnmatchcase(path, out) or fnmatchcase(path, f"{out}/*"):
+            return True
+        if p.name == ".gitignore" and p.parent != Path(".") and fnmatchcase(p.parent.as_posix(), Path(out).parent.as_posix()):
+            return True
+    return False
 
 
 def data_tags(embeddings_dir: Path) -> dict[str, str]:

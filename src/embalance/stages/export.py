@@ -18,8 +18,8 @@
    optimiser: Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu), whichever is faster and
    within tolerance; ``export.json`` records the choice, the timings and the parity numbers.
 4. **MLflow.** One pyfunc model (texts -> label, class_name, probabilities; tokenizers + numpy + onnxruntime
-   at inference), logged with a signature and an input example, registered as
-   ``<registered_model_prefix>-<dataset>``, alias ``champion`` moved to the new version.
+   at inference), logged as code (``serving/mlflow_model.py``: nothing pickled) with a signature and an input
+   example, registered as ``<registered_model_prefix>-<dataset>``, alias ``champion`` moved to the new version.
 
     embalance export --dataset sst2          # writes models/sst2/, logs and registers the model
 """
@@ -208,6 +208,10 @@ def _torch_export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
         # The TorchScript exporter is deprecated in favour of dynamo, whose graph ORT does not fuse (see the docstring).
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # The encoder's one advanced index is transformers' attention-mask construction indexing the padding mask by
+        # token positions (an arange: never negative), so the exporter's caveat about negative indices cannot apply;
+        # the graph is then checked against PyTorch on real texts (export_encoder).
+        warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing", category=UserWarning)
         torch.onnx.export(
             module, args, str(path), dynamo=False, input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True
         )
@@ -383,6 +387,9 @@ def _runtime_embeddings(folder: Path, tokenized: list[list[int]], pad_id: int, b
 # ---------------------------------------------------------------------------------------------------- MLflow
 
 
+MODEL_CODE = Path(runtime.__file__).with_name("mlflow_model.py")  # the logged model: builds EmbalanceTextModel
+
+
 def model_name(prefix: str, dataset: str) -> str:
     return f"{prefix}-{dataset}"
 
@@ -397,8 +404,8 @@ def pip_requirements() -> list[str]:
 def _runtime_code(tmp: Path) -> Path:
     """The runtime module alone, at its own import path inside a package ``embalance`` (shipped as code_paths).
 
-    The logged model is pickled by reference (``embalance.serving.predict.EmbalanceTextModel``), so the shipped file
-    must sit at that module's path; nothing else of embalance goes with it.
+    The logged model is code (``serving/mlflow_model.py``) that imports ``embalance.serving.predict``, so the
+    shipped file must sit at that module's path; nothing else of embalance goes with it.
     """
     *packages, module = runtime.__name__.split(".")  # embalance, serving / predict
     for level in range(1, len(packages) + 1):
@@ -449,7 +456,7 @@ def log_and_register(
         mlflow.log_dict(json.loads((model_dir / runtime.EXPORT_FILE).read_text()), "export.json")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=runtime.EmbalanceTextModel(),
+            python_model=MODEL_CODE,  # models from code: MLflow stores the file, not a pickled object
             artifacts={f: str(model_dir / f) for f in runtime.ARTIFACT_FILES},
             code_paths=[str(_runtime_code(Path(tmp)))],
             signature=signature,
