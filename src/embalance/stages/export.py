@@ -15,8 +15,8 @@
    the TorchScript exporter (``dynamo=False``: its graph is the one ONNX Runtime's BERT optimiser fuses), both
    checked with ``onnx.checker`` and compared with PyTorch: the classifier on the test embeddings, the encoder
    on the dataset's real test texts. The encoder is kept plain or fused (ONNX Runtime's transformer
-   optimiser: Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu), whichever is faster and
-   within tolerance; ``export.json`` records the choice, the timings and the parity numbers.
+   optimiser: Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) when it is within tolerance,
+   else the plain one; ``export.json`` records the choice, the timings and the parity numbers.
 4. **MLflow.** One pyfunc model (texts -> label, class_name, probabilities; tokenizers + numpy + onnxruntime
    at inference), logged as code (``serving/mlflow_model.py``: nothing pickled) with a signature and an input
    example, registered as ``<registered_model_prefix>-<dataset>``, alias ``champion`` moved to the new version.
@@ -56,9 +56,6 @@ ENCODER_GRAPHS = ("auto", "fused", "plain")
 OPSET = 17
 PROBA_ATOL = 1e-4  # classifier: ONNX vs PyTorch probabilities
 MIN_COSINE = 0.9999  # encoder: ONNX vs PyTorch embeddings
-# auto keeps the fused encoder unless the plain one is faster by more than this factor: a clear margin keeps the
-# choice (and so the exported bytes) stable under timing noise.
-PLAIN_MARGIN = 1.10
 CHAMPION = "champion"
 CHECKPOINT_FILE = "classifier.pt"  # the same MLP as a PyTorch checkpoint (not part of the served model)
 
@@ -295,7 +292,7 @@ def export_encoder(
     """Write ``encoder.onnx`` and ``tokenizer.json`` to ``out_dir``, checked against embed.SentenceEncoder.
 
     Both the plain traced graph and ONNX Runtime's fused one are checked on ``check_texts``; ``graph`` picks one
-    (``auto``: the fused graph unless the plain one is faster by more than 10%). Returns what export.json records.
+    (``auto``: the fused graph when it is within tolerance). Returns what export.json records.
     """
     from onnxruntime.transformers.optimizer import optimize_model
     from tokenizers import Tokenizer
@@ -367,11 +364,10 @@ def _choose_graph(graphs: dict[str, dict[str, Any]], graph: str) -> tuple[str, s
         return graph, f"export.encoder_graph={graph}"
     if not ok["fused"]:
         return "plain", "the fused graph is outside tolerance"
-    if not ok["plain"]:
-        return "fused", "the plain graph is outside tolerance"
+    # Not by timing: on a busy 2-core machine the two graphs' p50 latencies came within 10% of each other and the
+    # choice flipped from one export to the next, and with it the exported bytes. The timings are still recorded.
     pf, pp = graphs["fused"]["single_p50_ms"], graphs["plain"]["single_p50_ms"]
-    chosen = "plain" if pp * PLAIN_MARGIN < pf else "fused"
-    return chosen, f"single-text p50 {pf:.2f} ms fused vs {pp:.2f} ms plain (fused kept unless plain is >{PLAIN_MARGIN - 1:.0%} faster)"
+    return "fused", f"within tolerance (single-text p50 {pf:.2f} ms fused vs {pp:.2f} ms plain, recorded, not used to choose)"
 
 
 def _feed(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
