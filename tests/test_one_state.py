@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -46,6 +47,7 @@ def _git_dvc_project(proj: Path, params: dict) -> None:
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
         subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvcignore", proj / ".dvcignore")
+    shutil.copytree(ROOT / ".dvc" / "plots", proj / ".dvc" / "plots")  # the plot template dvc.yaml names
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
 
@@ -135,6 +137,21 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     # The bare `mlflow run`s put their project runs in "Default": each is a pointer to its pipeline run.
     launchers = client.search_runs(["0"])
     assert sorted(r.data.tags["embalance.runs_in"] for r in launchers) == sorted(f"embalance/{r.info.run_id}" for r in pipelines)
+
+    # DVC's own views: a headline row per dataset that fits a terminal, and plots that overlay two experiments.
+    shown = _run([str(BIN / "dvc"), "metrics", "show"], proj, env)
+    assert "reports/metrics/tiny.json" in shown and "best_rebalancing" in shown and max(map(len, shown.splitlines())) <= 200, shown
+    first_exp = pipelines[0].data.tags["embalance.dvc.experiment"]
+    _run([str(BIN / "dvc"), "exp", "run", "--name", "fewer-epochs", "-S", "train.max_epochs=2"], proj, env)
+    out = subprocess.run([str(BIN / "dvc"), "plots", "diff", first_exp, "fewer-epochs", "--json"], cwd=proj, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    diff = json.loads(out.stdout)
+    for plot in ("reports/plots/balanced_accuracy/tiny.csv", "reports/plots/gain/tiny_vs_none.csv"):
+        (rendered,) = diff["data"][plot]
+        points = rendered["content"]["data"]["values"]
+        assert {p["rev"] for p in points} == {first_exp, "fewer-epochs"}, plot  # both experiments' curves
+        assert {p["method"] for p in points} >= {"none", "random"}
+    assert rendered["content"]["encoding"]["color"]["field"] == "method"
 
     # One cell through the MLproject: in `embalance`, named after the cell; its files stay out of DVC's outputs.
     _run([*mlflow_run, "-e", "cell", "-P", "dataset=tiny", "-P", "method=random", "-P", "size=32"], proj, env)

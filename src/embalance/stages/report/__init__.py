@@ -91,6 +91,7 @@ from embalance.errors import ConfigError
 from embalance.io import default_dir
 from embalance.runtime import derive_seed
 
+from . import dvc_outputs
 from .figures import (
     chance_level,
     method_families,
@@ -471,7 +472,7 @@ def _projections(
 
 def _clear(out_dir: Path) -> None:
     """Remove what an earlier report wrote (only its own paths), so no stale figure survives."""
-    for sub in ("tables", "figures"):
+    for sub in ("tables", "figures", "metrics", "plots"):
         if (out_dir / sub).is_dir():
             shutil.rmtree(out_dir / sub)
     (out_dir / "README.md").unlink(missing_ok=True)
@@ -552,6 +553,8 @@ def run(
             }
         )
         reports = [report_dataset(params, d, results_dir=results_dir, out_dir=out_dir, embeddings_dir=embeddings_dir, progress=progress, models_dir=models_dir) for d in datasets]
+        for r in reports:  # for `dvc metrics show/diff`, `dvc exp show` and `dvc plots diff`
+            dvc_outputs.write(out_dir, r.dataset, r.summary, r.comparisons, rep)
         for r in reports:  # a small (or unknown) test set, in MLflow too
             if r.test_set is not None:
                 mlflow.log_param(f"{r.dataset}.test_rows_per_class", ",".join(map(str, r.test_set.counts)))
