@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -303,3 +307,83 @@ def test_the_objective_is_the_mean_over_draws(project: tuple[Path, dict], tmp_pa
         tune.run({**single, "tune": {**single["tune"], "storage": p["tune"]["storage"]}}, "tiny")
     renamed = {**single, "tune": {**single["tune"], "study_name": "{dataset}-n{size}-{sampler}-r{draws}"}}
     assert [s.name for s in tune.study_specs(renamed, "tiny")] == ["tiny-n32-tpe-r1"]
+
+
+@pytest.fixture
+def optuna_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """What Optuna's logger writes (its default handler prints to stderr; propagation hands the records to caplog)."""
+    optuna.logging.enable_propagation()
+    caplog.set_level(logging.INFO, logger="optuna")
+    yield caplog
+    optuna.logging.disable_propagation()
+
+
+def test_each_trial_ends_with_optunas_line_and_pruned_values_are_partial(project: tuple[Path, dict], optuna_log: pytest.LogCaptureFixture) -> None:
+    """Optuna's own line for each finished trial (value, parameters, best so far); in the trials table a pruned
+    trial's score is `partial_value` (the mean over the folds it ran), never `value`."""
+    root, p = project
+    p["tune"].update(n_trials=3, pruner="wilcoxon", wilcoxon_p=1.0, n_startup_folds=2)  # p < 1: any trial behind the best on average is stopped
+    tune.run(p, "tiny")
+    trials = _study(p).trials
+    lines = [r.getMessage() for r in optuna_log.records if r.getMessage().startswith("Trial ")]
+    expected = []
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            best = max((u for u in trials[: t.number + 1] if u.state == TrialState.COMPLETE), key=lambda u: u.value)
+            expected.append(f"Trial {t.number} finished with value: {t.value} and parameters: {t.params}. Best is trial {best.number} with value: {best.value}.")
+        else:
+            assert t.state == TrialState.PRUNED
+            folds = list(t.intermediate_values.values())
+            expected.append(f"Trial {t.number} pruned. After {len(folds)} of 6 folds (partial mean {sum(folds) / len(folds):.4f}).")
+    assert lines == expected
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and TrialState.COMPLETE in {t.state for t in trials}
+    table = pd.read_csv(root / "results" / "tiny" / "tune" / "trials_n32.csv")
+    assert list(table.columns[:5]) == ["number", "state", "value", "partial_value", "folds_run"]
+    for t, row in zip(trials, table.itertuples(), strict=True):
+        if t.state == TrialState.PRUNED:
+            folds = list(t.intermediate_values.values())
+            assert pd.isna(row.value) and row.partial_value == pytest.approx(sum(folds) / len(folds), abs=1e-15)
+            assert row.folds_run == len(folds) < 6
+        else:
+            assert row.value == t.value and pd.isna(row.partial_value) and row.folds_run == 6
+
+
+def test_a_long_trial_prints_its_progress(project: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
+    """Within a trial, a line per `progress_every_s` (here: after every fold but the last) with the folds done."""
+    _, p = project
+    p["cv"]["n_folds"] = 3
+    p["tune"].update(n_trials=1, pruner="none")
+    specs = tune.study_specs(p, "tiny")
+    optuna.create_study(study_name=specs[0].name, storage=p["tune"]["storage"], direction="maximize")
+    from embalance import tracking
+    from embalance.data.embeddings import load_embeddings
+
+    exp = tracking.setup(p)
+    writer = tracking.RunWriter(exp, {})
+    tune.run_worker(p, specs[0], emb=load_embeddings("tiny", with_test=False), parent_run_id=writer.create("study", None), experiment_id=exp, progress_every_s=0)
+    out = capsys.readouterr().out
+    assert re.findall(r"^  trial 0: (\d) of 3 folds done in \d+ s \(mean so far 0\.\d{4}\)$", out, flags=re.M) == ["1", "2"]
+
+
+def test_the_tables_keep_a_pruned_trials_partial_mean_apart() -> None:
+    """The trials table and the grid checks: a pruned trial's mean over the folds it ran is `partial_value`, marked."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+    from optuna.trial import create_trial
+
+    dists = {"method": CategoricalDistribution(["smote"]), "augment.k_neighbors": IntDistribution(3, 7)}
+    trials = [
+        create_trial(state=TrialState.COMPLETE, value=0.6125, params={"method": "smote", "augment.k_neighbors": 3}, distributions=dists,
+                     intermediate_values={0: 0.6, 1: 0.625}, user_attrs={"folds_run": 2}),
+        create_trial(state=TrialState.PRUNED, params={"method": "smote", "augment.k_neighbors": 7}, distributions=dists,
+                     intermediate_values={0: 0.75, 1: 0.5}, user_attrs={"folds_run": 2}),
+    ]  # fmt: skip
+    table = tune.trials_table(trials)
+    shown = table[["state", "value", "partial_value", "folds_run"]].fillna("")  # empty cells, as in the CSV
+    assert shown.to_dict("records") == [
+        {"state": "COMPLETE", "value": 0.6125, "partial_value": "", "folds_run": 2},
+        {"state": "PRUNED", "value": "", "partial_value": 0.625, "folds_run": 2},
+    ]
+    spec = tune.StudySpec("tiny", 32, "tiny-n32-grid", "sqlite:///optuna.db", 2, "grid", (), ("smote",), ())
+    lines = tune.grid_markdown(table, spec).splitlines()
+    assert lines[-2:] == ["| smote | 3 | 0.6125 | COMPLETE |", "| smote | 7 | 0.6250 (partial) | PRUNED |"]

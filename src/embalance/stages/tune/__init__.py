@@ -59,6 +59,7 @@ from embalance.stages.tune.storage import (
     _stale_trial_closer,
     _without_password,
     heartbeat,
+    log_trial_end,
     open_storage,
     storage_lock,
     stored_state,
@@ -89,6 +90,9 @@ def validation_folds(emb: Embeddings, params: Mapping[str, Any], spec: StudySpec
             yield draw, fold_outcome(item, fit, emb.n_classes, None, item.seconds + time.perf_counter() - t0)
 
 
+FAILED_ELSEWHERE = "failed by another worker: no heartbeat of this one arrived within the grace period; its result is not in the study"
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that the running trial is closed as failed, not left running."""
 
@@ -97,8 +101,23 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated(f"signal {signum}")
 
 
-def run_worker(params: Mapping[str, Any], spec: StudySpec, *, emb: Embeddings, parent_run_id: str, experiment_id: str, progress: bool = True) -> int:
+PROGRESS_EVERY_S = 30.0  # within a trial: a line after the first fold that ends this long after the trial's last line
+
+
+def run_worker(
+    params: Mapping[str, Any],
+    spec: StudySpec,
+    *,
+    emb: Embeddings,
+    parent_run_id: str,
+    experiment_id: str,
+    progress: bool = True,
+    progress_every_s: float = PROGRESS_EVERY_S,
+) -> int:
     """Run trials of one study until it holds ``spec.n_trials`` finished trials. Returns the number of trials run here.
+
+    Each trial that ends gets Optuna's own line (``log_trial_end``: value, parameters, best so far); with ``progress``,
+    a trial that runs long prints the folds done and the time spent, at most one line per ``progress_every_s``.
 
     Each trial is taken under the study's lock, after failing stale trials (heartbeats) and counting the finished
     and running ones, so that all workers together run exactly ``n_trials`` trials and none twice. When the missing
@@ -146,7 +165,7 @@ def run_worker(params: Mapping[str, Any], spec: StudySpec, *, emb: Embeddings, p
                     time.sleep(poll_s)
                     continue
                 waiting = False
-                _run_trial(study, trial, params, spec, emb, writer, parent_run_id, progress, me)
+                _run_trial(study, trial, params, spec, emb, writer, parent_run_id, progress_every_s if progress else None, me)
                 ran += 1
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -161,9 +180,10 @@ def _run_trial(
     emb: Embeddings,
     writer: tracking.RunWriter,
     parent_run_id: str,
-    progress: bool,
+    progress_every_s: float | None,
     worker: str,
 ) -> None:
+    """One trial, fold by fold; ``progress_every_s``: the least time between two progress lines (None: no line)."""
     from optuna.exceptions import UpdateFinishedTrialError
 
     t0 = time.perf_counter()
@@ -172,6 +192,8 @@ def _run_trial(
     by_draw: dict[int, list[float]] = {}
     draw_values: list[float] = []
     n_folds = params["cv"]["n_folds"]
+    total = n_folds * spec.draws
+    next_line = None if progress_every_s is None else t0 + progress_every_s
     run_id: str | None = None
     with heartbeat(study, trial):
         try:
@@ -192,7 +214,11 @@ def _run_trial(
                     writer.log(run_id, metrics={"val_balanced_accuracy": score}, step=step)
                     trial.report(score, step=step)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after {len(scores)} folds (mean so far {np.mean(scores):.4f})")
+                    raise optuna.TrialPruned(f"After {len(scores)} of {total} folds (partial mean {np.mean(scores):.4f}).")
+                if next_line is not None and time.perf_counter() >= next_line and len(scores) < total:
+                    print(f"  trial {trial.number}: {len(scores)} of {total} folds done in {time.perf_counter() - t0:.0f} s "
+                          f"(mean so far {np.mean(scores):.4f})", flush=True)  # fmt: skip
+                    next_line = time.perf_counter() + progress_every_s
             # Each draw weighs the same: the mean over draws of the draw's mean (one draw: the mean over its folds).
             draw_values = [float(np.mean(by_draw[r])) for r in sorted(by_draw)]
             value = float(np.mean(draw_values))
@@ -201,8 +227,8 @@ def _run_trial(
             state = TrialState.COMPLETE
         except optuna.TrialPruned as e:
             state, reason = TrialState.PRUNED, str(e)
-        except UpdateFinishedTrialError:
-            pass  # another worker failed this trial (no heartbeat within the grace period): recorded below
+        except UpdateFinishedTrialError:  # another worker failed this trial (no heartbeat within the grace period)
+            reason = FAILED_ELSEWHERE
         except KeyboardInterrupt as e:
             state, reason = TrialState.FAIL, f"interrupted ({type(e).__name__}: {e})"
             raise
@@ -216,7 +242,7 @@ def _run_trial(
                 study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
                 stored = stored_state(study, trial)
                 if stored != state:  # failed by another worker while this one was still at it: the study has the last word
-                    state, reason = stored, "failed by another worker: no heartbeat of this one arrived within the grace period; its result is not in the study"
+                    state, reason = stored, FAILED_ELSEWHERE
                 if run_id is not None:
                     writer.log(
                         run_id,
@@ -225,9 +251,7 @@ def _run_trial(
                         tags={"optuna.state": state.name, "embalance.reason": reason},
                     )
                     writer.finish(run_id, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(state, "FAILED"))
-    if progress:
-        shown = f"{value:.4f}" if state == TrialState.COMPLETE else state.name.lower()
-        print(f"  trial {trial.number}: {trial.params.get('method')} -> {shown} ({time.perf_counter() - t0:.1f} s, {worker})", flush=True)
+                log_trial_end(study, trial, state, value, reason)
 
 
 def _worker_process(params: dict[str, Any], spec: StudySpec, parent_run_id: str, experiment_id: str, data_dirs: tuple[Path, Path] | None) -> None:
@@ -441,11 +465,19 @@ def _public(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    """One row per trial (``results/<dataset>/tune/trials_n<size>.csv``).
+
+    ``value`` is the objective of a COMPLETE trial and empty otherwise. A PRUNED trial's score is ``partial_value``:
+    the mean validation balanced accuracy over the ``folds_run`` folds it ran before it was stopped, which is not
+    comparable with ``value`` (Optuna itself keeps the last fold's score as a pruned trial's value).
+    """
     rows = []
     for t in trials:
         per_draw = {f"value_draw{r}": v for r, v in enumerate(t.user_attrs.get("draw_values") or ())}  # several draws only
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value, **per_draw, "folds_run": t.user_attrs.get("folds_run"), **t.params,
-                     "duration_s": t.duration.total_seconds() if t.duration else None})
+        folds = list(t.intermediate_values.values())
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value if t.state == TrialState.COMPLETE else None, **per_draw,
+                     "partial_value": float(np.mean(folds)) if t.state == TrialState.PRUNED and folds else None,
+                     "folds_run": t.user_attrs.get("folds_run"), **t.params, "duration_s": t.duration.total_seconds() if t.duration else None})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -456,14 +488,16 @@ def grid_markdown(table: pd.DataFrame, spec: StudySpec) -> str:
         f"# Grid checks: {spec.dataset}, minority size {spec.size}",
         "",
         "Mean validation balanced accuracy over the CV folds (the test set is not used here)."
-        + (f" With {spec.draws} draws: the mean over draws of each draw's mean." if spec.draws > 1 else ""),
+        + (f" With {spec.draws} draws: the mean over draws of each draw's mean." if spec.draws > 1 else "")
+        + " A pruned trial shows the mean over the folds it ran, marked (partial).",
         "",
         "| method | " + " | ".join(keys) + " | validation balanced accuracy | state |",
         "|---|" + "---|" * len(keys) + "---|---|",
     ]
     for row in table.sort_values(["method", *keys]).to_dict("records"):
         vals = " | ".join("" if pd.isna(row.get(k)) else f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys)
-        score = "" if pd.isna(row["value"]) else f"{row['value']:.4f}"
+        score = (f"{row['value']:.4f}" if not pd.isna(row["value"])
+                 else f"{row['partial_value']:.4f} (partial)" if not pd.isna(row["partial_value"]) else "")  # fmt: skip
         lines.append(f"| {row['method']} | {vals} | {score} | {row['state']} |")
     return "\n".join(lines) + "\n"
 

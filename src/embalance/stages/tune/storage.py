@@ -2,8 +2,9 @@
 
 This is the one module that reaches into Optuna's non-public API, for the no-overshoot scheduling that the public
 API has no form for: many workers each asking for trials under one lock until exactly ``n_trials`` have finished,
-with heartbeats outside ``Study.optimize`` (``optuna.storages._heartbeat``) and a trial's stored state read back
-after ``Study.tell`` (``Study._storage``), to learn whether another worker failed it first.
+with heartbeats outside ``Study.optimize`` (``optuna.storages._heartbeat``), a trial's stored state read back
+after ``Study.tell`` (``Study._storage``), to learn whether another worker failed it first, and Optuna's own line
+for a finished trial (``Study._log_completed_trial``), which ``Study.optimize`` writes and an ask/tell loop does not.
 """
 
 
@@ -173,6 +174,27 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> contextlib.AbstractCo
 def stored_state(study: optuna.Study, trial: optuna.Trial) -> TrialState:
     """The trial's state as the storage has it now (another worker may have failed it)."""
     return study._storage.get_trial(trial._trial_id).state
+
+
+_OPTIMIZE_LOGGER = optuna.logging.get_logger("optuna.study._optimize")  # the logger of Study.optimize's trial lines
+
+
+def log_trial_end(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None, reason: str) -> None:
+    """The line ``Study.optimize`` logs when a trial ends, written by Optuna's own logger in Optuna's own form:
+
+    ``Trial 3 finished with value: 0.71 and parameters: {...}. Best is trial 2 with value: 0.72.`` (the best among
+    every worker's trials in the storage), ``Trial 4 pruned. <reason>``, or the warning ``Trial 5 failed with
+    parameters: {...} because of the following error: <reason>.`` As for ``optimize``,
+    ``optuna.logging.set_verbosity(optuna.logging.WARNING)`` hides the first two.
+    """
+    if state == TrialState.COMPLETE:
+        study._log_completed_trial([value], trial.number, trial.params)
+    elif state == TrialState.PRUNED:
+        _OPTIMIZE_LOGGER.info(f"Trial {trial.number} pruned. {reason}")
+    else:
+        _OPTIMIZE_LOGGER.warning(f"Trial {trial.number} failed with parameters: {trial.params} because of the following error: {reason}.")
+
+
 def worker_name() -> str:
     """Who runs a trial: ``<host>:<pid>``, kept as the trial's Optuna user attribute ``worker`` and MLflow tag ``embalance.worker``."""
     return f"{socket.gethostname()}:{os.getpid()}"
