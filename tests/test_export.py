@@ -18,6 +18,7 @@ import pytest
 
 from embalance.errors import ConfigError
 from embalance.experiment.train import predict_proba
+from embalance.io import file_md5
 from embalance.serving import predict as runtime
 from embalance.stages import export
 
@@ -76,6 +77,13 @@ def export_params(base_params: dict, tmp_path: Path, **export_overrides: Any) ->
     p["train"].update(max_epochs=6, patience=2)
     p["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlflow.db"
     return p
+
+
+def mlflow_logged_model(client: Any, version: Any) -> Any:
+    """The logged model (MLflow 3) that a registered model version's run logged."""
+    experiment = client.get_run(version.run_id).info.experiment_id
+    (model,) = client.search_logged_models([experiment], filter_string=f"source_run_id = '{version.run_id}'")
+    return model
 
 
 def build_model_dir(tmp_path_factory: pytest.TempPathFactory, base_params: dict, out: Path) -> tuple[Path, Any]:
@@ -306,6 +314,8 @@ def test_run_writes_models_logs_registers_and_moves_alias(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     prepared, embedded = tiny_embeddings(tmp_path_factory)
+    if not (embedded / "meta.json").is_file():  # as `embalance embed` writes it: the hashes a run is tagged with
+        (embedded / "meta.json").write_text(json.dumps({"train_md5": file_md5(embedded / "train.npy"), "test_md5": file_md5(embedded / "test.npy")}))
     params = export_params(base_params, tmp_path)
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "best.json").write_text(json.dumps({"dataset": "tiny", "method": "random", "minority_size": 32, "overrides": {"train.lr": 0.002}}))
@@ -329,6 +339,14 @@ def test_run_writes_models_logs_registers_and_moves_alias(
     assert str(champion.version) == "2" and champion.run_id == second["registered"]["run_id"]
     assert champion.tags["embalance.data"] == "32" and json.loads(champion.tags["embalance.n_real"]) == {"0": 100, "1": 32}
     assert champion.description.startswith("random trained on the pool of minority size 32 (negative: 100 real + 0 synthetic")
+    # The version carries its metrics and links to its run and its data (the embeddings' hash it was trained on).
+    assert f"Logged by run {champion.run_id}." in champion.description
+    assert f"Balanced test accuracy {second['test']['test_balanced_accuracy']:.4f}" in champion.description
+    assert float(champion.tags["metric.test_balanced_accuracy"]) == pytest.approx(second["test"]["test_balanced_accuracy"], abs=1e-6)
+    assert f"Data: embeddings (train.npy MD5) {champion.tags['embalance.data.train_md5']}." in champion.description
+    assert champion.tags["embalance.dataset"] == "tiny"
+    logged = mlflow_logged_model(client, champion)
+    assert logged.metrics and {m.key for m in logged.metrics} >= {"test_balanced_accuracy", "classifier_max_abs_diff"}
     run = client.get_run(champion.run_id)
     assert run.data.params["method"] == "random" and run.data.params["override.train.lr"] == "0.002"
     assert run.data.tags["embalance.run_type"] == "export"

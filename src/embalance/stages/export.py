@@ -57,6 +57,7 @@ OPSET = 17
 PROBA_ATOL = 1e-4  # classifier: ONNX vs PyTorch probabilities
 MIN_COSINE = 0.9999  # encoder: ONNX vs PyTorch embeddings
 CHAMPION = "champion"
+VERSION_METRICS = ("test_balanced_accuracy", "test_accuracy", "test_macro_f1")  # also tags of the registered version
 CHECKPOINT_FILE = "classifier.pt"  # the same MLP as a PyTorch checkpoint (not part of the served model)
 
 
@@ -412,6 +413,16 @@ def _runtime_code(tmp: Path) -> Path:
     return tmp / packages[0]
 
 
+def version_description(choice: Any, training: Mapping[str, Any], test: Mapping[str, float], n_test: int, data: Mapping[str, str]) -> str:
+    """What the registered version says of itself: method, data, test score, and the hashes of the data it saw."""
+    text = (f"{choice.method} trained on {training['description']} ({choice.source}). Balanced test accuracy "
+            f"{test['test_balanced_accuracy']:.4f} on {n_test} held-out test rows.")  # fmt: skip
+    hashes = [f"{what} {data[key]}" for what, key in (("embeddings", "embalance.data.dvc_lock_md5"), ("prepared data", "embalance.data.prepared_dvc_md5")) if key in data]
+    if not hashes and "embalance.data.train_md5" in data:  # no dvc.lock lists them: the files' own MD5
+        hashes = [f"embeddings (train.npy MD5) {data['embalance.data.train_md5']}"]
+    return text + (f" Data: {', '.join(hashes)}." if hashes else "")
+
+
 def log_and_register(
     model_dir: Path,
     *,
@@ -461,13 +472,18 @@ def log_and_register(
             registered_model_name=name,
             metadata={"class_names": clf.class_names, "dataset": dataset},
         )
+        if metrics:  # on the logged model too: MLflow 3 shows them on the model and its registered version
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=info.model_id)
         version = str(info.registered_model_version)
         client = MlflowClient()
         client.set_registered_model_alias(name, alias, version)
-        for key, value in {"embalance.run_id": run.info.run_id, **(version_tags or {})}.items():
+        # The version links back to its run and to the data it was trained on (the hashes DVC records for them).
+        links = {k: v for k, v in (tags or {}).items() if k.startswith("embalance.data.") or k in ("embalance.git_commit", "embalance.dataset")}
+        headline = {f"metric.{k}": f"{float(v):.6g}" for k, v in (metrics or {}).items() if k in VERSION_METRICS}
+        for key, value in {"embalance.run_id": run.info.run_id, **links, **headline, **(version_tags or {})}.items():
             client.set_model_version_tag(name, version, key, value)
         if description:
-            client.update_model_version(name, version, description=description)
+            client.update_model_version(name, version, description=f"{description} Logged by run {run.info.run_id}.")
         return client.get_model_version(name, version)
 
 
@@ -548,7 +564,7 @@ def run(
         seen = {"embalance.data": str(choice.data), "embalance.n_real": json.dumps(training["n_real"]), "embalance.n_synthetic": json.dumps(training["n_synthetic"])}
         mv = log_and_register(
             out_dir, dataset=dataset, prefix=settings.registered_model_prefix, run_params=flat, metrics=metrics, tags=emb_tags, version_tags=seen,
-            description=f"{choice.method} trained on {training['description']}.",
+            description=version_description(choice, training, test, len(emb.y_test), emb.tags),
         )  # fmt: skip
         record["registered"] = {"name": mv.name, "version": str(mv.version), "alias": CHAMPION, "run_id": mv.run_id}
         print(f"export {dataset}: registered {mv.name} version {mv.version} (alias {CHAMPION})")
