@@ -87,6 +87,9 @@ def test_same_seed_same_trials_and_best_json(project: tuple[Path, dict], tmp_pat
     arts = {a.path for a in client.list_artifacts(study_run.info.run_id, "optuna")}
     assert {"optuna/n32_history.png", "optuna/n32_slice.png"} <= arts
     assert "best_validation_balanced_accuracy" in study_run.data.metrics
+    best = json.loads(Path(client.download_artifacts(study_run.info.run_id, "best_params.json")).read_text())
+    assert best["method"] == study_run.data.tags["best_method"] and best["validation_balanced_accuracy"] == study_run.data.metrics["best_validation_balanced_accuracy"]
+    assert "best_params" not in study_run.data.tags  # a JSON artifact, not a stringified dict
 
 
 def test_the_search_never_loads_the_test_set(project: tuple[Path, dict]) -> None:

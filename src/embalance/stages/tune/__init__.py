@@ -438,7 +438,9 @@ def finish_study(
         writer.finish(run_id)
     tables, figures = ensure_writable_dir(out_dir / "tune"), ensure_writable_dir(out_dir / "tune_plots")
     plots = _plots(study, figures / f"n{spec.size}")
-    writer.log(parent, metrics={"best_validation_balanced_accuracy": best.value, "tuned_test_balanced_accuracy": tuned.get(metric), "default_test_balanced_accuracy": default.get(metric)}, tags={"best_params": str(config)})
+    writer.log(parent, metrics={"best_validation_balanced_accuracy": best.value, "tuned_test_balanced_accuracy": tuned.get(metric), "default_test_balanced_accuracy": default.get(metric)}, tags={"best_method": str(config["method"])})
+    # The best configuration as a JSON artifact (params can't change once logged, and a resumed study may find a new best).
+    writer.client.log_dict(parent, {"method": config["method"], "minority_size": spec.size, "overrides": result["overrides"], "validation_balanced_accuracy": best.value}, "best_params.json")
     for path in plots:
         writer.client.log_artifact(parent, str(path), artifact_path="optuna")
     table.to_csv(tables / f"trials_n{spec.size}.csv", index=False)
