@@ -7,6 +7,7 @@
     embalance export   --dataset sst2          # DVC stage `export`: ONNX encoder + classifier, registered in MLflow
     embalance report                           # DVC stage `report`: tables, paired tests, figures -> reports/
     embalance predict  --model models/sst2 --input texts.csv   # label texts with an exported or registered model
+    embalance serve    --model "models:/embalance-sst2@champion"   # HTTP server: MLflow's scoring app, hardened, N workers
     embalance pipeline                         # prepare -> embed -> sweep for every dataset, one MLflow parent run
     embalance cell --dataset sst2 --method smote --size 64   # one cell (of draw 0; --draw r for another), tracked
 
@@ -28,8 +29,9 @@ from typing import Any
 from embalance import __version__
 from embalance.errors import ConfigError, EmbalanceError
 from embalance.io import default_dir
+from embalance.server import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 
-STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "pipeline", "cell")
+STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "serve", "pipeline", "cell")
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -123,6 +125,25 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    """`embalance serve`: embalance.server.app.serve until Ctrl-C or SIGTERM (a normal stop: exit status 0)."""
+    import mlflow
+
+    from embalance import tracking
+    from embalance.server.app import ServeSettings, serve
+
+    settings = ServeSettings(
+        model=args.model, host=args.host, port=args.port, workers=args.workers,
+        max_body_bytes=args.max_body_bytes, body_timeout=args.body_timeout,
+    )  # fmt: skip
+    mlflow.set_tracking_uri(args.tracking_uri or tracking.tracking_uri(params))
+    try:
+        serve(settings)
+    except KeyboardInterrupt:  # uvicorn re-raises the signal that stopped it, after a graceful shutdown
+        print("embalance serve: stopped.", file=sys.stderr)
+    return 0
+
+
 def _cell(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from embalance.stages import sweep
 
@@ -204,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p = _sub(sub, "serve", _serve, "serve a registered model over HTTP (MLflow's scoring protocol), with input checks, limits and N workers", dataset=False)
+    p.add_argument("--model", required=True, help="a URI like models:/embalance-sst2@champion, or an MLflow model folder (with MLmodel)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=5001, help="port to listen on (default 5001)")
+    p.add_argument("--workers", type=int, default=0, help="uvicorn worker processes (default 0: one per available CPU)")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help=f"largest request body accepted; larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES}, 4 MiB)")
+    p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, help=f"seconds for a request's whole body to arrive; a truncated body gets 400 after it (default {DEFAULT_BODY_TIMEOUT:g})")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")
     p = _sub(sub, "pipeline", _pipeline, "prepare -> embed -> sweep for each dataset under one MLflow run", dataset=False)
     p.add_argument("--datasets", default="", help="comma-separated datasets (default: data.datasets)")
     p.add_argument("--methods", default="", help="comma-separated methods (default: augment.methods)")
