@@ -82,8 +82,13 @@ def check_body(mime: str, body: bytes) -> int:
     """The number of texts in a valid body of type ``mime``; RequestError (400) naming the first problem otherwise."""
     readers = {JSON: json_texts, CSV: csv_texts, PARQUET: parquet_texts}
     where, values = readers[mime](body)
+    return len(_texts(where, values))
+
+
+def _texts(where: str, values: Sequence[Any]) -> list[str]:
+    """``texts_from_input`` (the runtime's rule: non-empty strings) on the values, its error prefixed with ``where``."""
     try:
-        return len(texts_from_input(list(values)))
+        return texts_from_input(list(values))
     except MlflowException as e:
         raise RequestError(400, f"In {where}: {e.message}", "INVALID_PARAMETER_VALUE") from None
 
@@ -198,6 +203,7 @@ def csv_texts(body: bytes) -> tuple[str, list[str]]:
             values.append(row[col])
     except csv.Error as e:
         raise _bad(f"The CSV body cannot be read: {e} (line {reader.line_num}).") from None
+    _texts("the CSV body", values)  # empty and blank texts first: pandas skips whitespace-only lines
     # MLflow reads the body with pandas, which takes some fields for missing values: name them as sent.
     missing = pd.read_csv(io.StringIO(text), dtype=str, usecols=[TEXT_COLUMN])[TEXT_COLUMN].isna().tolist()
     if len(missing) != len(values):
