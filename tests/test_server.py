@@ -359,7 +359,8 @@ def test_server_rejects_every_kind_of_bad_request_and_keeps_serving(registered: 
 
 @pytest.mark.slow
 def test_two_workers_start_and_answer(registered: tuple[Path, str], tmp_path: Path) -> None:
-    """An MLflow model folder (the registered model, downloaded) on 2 workers: two processes, every request answered."""
+    """An MLflow model folder (the registered model, downloaded) on 2 workers: two processes, every request answered,
+    and the port is theirs alone."""
     import mlflow
     import requests
 
@@ -387,3 +388,11 @@ def test_two_workers_start_and_answer(registered: tuple[Path, str], tmp_path: Pa
         for t in threads:
             t.join()
         assert answers == [200] * 40
+        # Each worker has a socket of its own (SO_REUSEPORT); a second server on the port is refused, not let in.
+        port = url.rsplit(":", 1)[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLFLOW_TRACKING_URI": uri}
+        second = subprocess.run(
+            [sys.executable, "-m", "embalance", "serve", "--params", str(ROOT / "params.yaml"), "--model", folder, "--workers", "2", "--port", port],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert second.returncode == 2 and f"Cannot listen on 127.0.0.1:{port}: Address already in use" in second.stderr, second.stderr[-2000:]
