@@ -100,8 +100,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(model_uri: str, workers: int, log: Path, timeout: float = 300.0) -> Iterator[tuple[str, int]]:
-    """`embalance serve` with ``workers`` workers on a free 127.0.0.1 port, once every worker has started."""
+def server(model_uri: str, workers: int, log: Path, timeout: float = 300.0) -> Iterator[tuple[str, int, list[Any]]]:
+    """`embalance serve` with ``workers`` workers on a free 127.0.0.1 port, once every worker has started.
+
+    Yields (host, port, the worker processes as psutil.Process: the server itself when it has one worker).
+    """
+    import psutil
     import requests
 
     port = _free_port()
@@ -123,7 +127,8 @@ def server(model_uri: str, workers: int, log: Path, timeout: float = 300.0) -> I
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embalance serve did not start {workers} workers within {timeout:.0f}s:\n{log.read_text()[-2000:]}")
             time.sleep(0.5)
-        yield "127.0.0.1", port
+        children = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        yield "127.0.0.1", port, children if workers > 1 else [psutil.Process(proc.pid)]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -174,8 +179,15 @@ def _cpu_times() -> tuple[float, float]:
     return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
-def load_test(host: str, port: int, texts: Sequence[str], *, seconds: float, warmup: float, concurrency: int) -> dict[str, Any]:
-    """``concurrency`` clients post one text per request for ``seconds`` (after ``warmup`` unmeasured seconds)."""
+def _cpu_seconds(procs: Sequence[Any]) -> list[float]:
+    return [sum(p.cpu_times()[:2]) for p in procs]
+
+
+def load_test(host: str, port: int, texts: Sequence[str], *, seconds: float, warmup: float, concurrency: int, workers: Sequence[Any] = ()) -> dict[str, Any]:
+    """``concurrency`` clients post one text per request for ``seconds`` (after ``warmup`` unmeasured seconds).
+
+    ``workers`` (psutil processes): their CPU seconds during the measurement are reported too.
+    """
     requests_ = [_request(host, port, t) for t in texts]
 
     async def run(duration: float) -> tuple[list[float], dict[str, Any], float]:
@@ -188,9 +200,10 @@ def load_test(host: str, port: int, texts: Sequence[str], *, seconds: float, war
 
     asyncio.run(run(warmup))
     busy0, total0 = _cpu_times()
-    cpu0 = time.process_time()
+    cpu0, workers0 = time.process_time(), _cpu_seconds(workers)
     lat, state, wall = asyncio.run(run(seconds))
     busy1, total1 = _cpu_times()
+    worker_cpu = [b - a for a, b in zip(workers0, _cpu_seconds(workers), strict=True)]
     ms = np.array(lat) * 1e3
     return {
         "requests": len(lat),
@@ -201,6 +214,7 @@ def load_test(host: str, port: int, texts: Sequence[str], *, seconds: float, war
         "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
         "machine_cpu_busy": (busy1 - busy0) / max(total1 - total0, 1.0),  # all CPUs, everything running on them
         "client_cpu_of_one_core": (time.process_time() - cpu0) / wall,
+        "worker_cpu_of_one_core": [c / wall for c in worker_cpu],  # how evenly the connections spread
     }
 
 
@@ -213,8 +227,8 @@ def load_tests(model_uri: str, workers: int, texts: Sequence[str], *, rounds: in
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         for r in range(rounds):
             for n in dict.fromkeys((1, workers)):
-                with server(model_uri, n, Path(tmp) / f"server-{n}.log") as (host, port):
-                    result = load_test(host, port, texts, seconds=seconds, warmup=warmup, concurrency=concurrency)
+                with server(model_uri, n, Path(tmp) / f"server-{n}.log") as (host, port, procs):
+                    result = load_test(host, port, texts, seconds=seconds, warmup=warmup, concurrency=concurrency, workers=procs)
                 out["rounds"].append({"round": r, "workers": n, **result})
     for n in dict.fromkeys((1, workers)):
         mine = [x for x in out["rounds"] if x["workers"] == n]
@@ -229,11 +243,12 @@ def print_load(load: dict[str, Any], workers: int) -> None:
     la = " ".join(f"{x:.2f}" for x in load["load_average_before"])
     print(f"load test: `embalance serve --model {load['model_uri']}` on 127.0.0.1; {load['cpus']} CPUs, load average before {la};")
     print(f"  {load['concurrency']} keep-alive clients, one text per request, {load['seconds']:g} s after {load['warmup_seconds']:g} s of warm-up; best of {len(load['rounds']) // len({1, workers})} alternating rounds")
-    print(f"{'workers':>7} {'requests':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU busy':>9} {'client CPU':>11}")
+    print(f"{'workers':>7} {'requests':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU busy':>9} {'client CPU':>11}  worker CPU (of one core each)")
     for row in (one, many) if workers != 1 else (one,):
+        split = " ".join(f"{c:.0%}" for c in row["worker_cpu_of_one_core"])
         print(
             f"{row['workers']:>7} {row['requests']:>9} {row['errors_all_rounds']:>7} {row['requests_per_s']:>8.1f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
-            f" {row['machine_cpu_busy']:>8.0%} {row['client_cpu_of_one_core']:>10.0%}"
+            f" {row['machine_cpu_busy']:>8.0%} {row['client_cpu_of_one_core']:>10.0%}  {split}"
         )
     if workers != 1:
         ratio = many["requests_per_s"] / one["requests_per_s"]
