@@ -243,12 +243,13 @@ def print_load(load: dict[str, Any], workers: int) -> None:
     la = " ".join(f"{x:.2f}" for x in load["load_average_before"])
     print(f"load test: `embalance serve --model {load['model_uri']}` on 127.0.0.1; {load['cpus']} CPUs, load average before {la};")
     print(f"  {load['concurrency']} keep-alive clients, one text per request, {load['seconds']:g} s after {load['warmup_seconds']:g} s of warm-up; best of {len(load['rounds']) // len({1, workers})} alternating rounds")
-    print(f"{'workers':>7} {'requests':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU busy':>9} {'client CPU':>11}  worker CPU (of one core each)")
+    print(f"{'workers':>7} {'requests':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU busy':>9} {'client CPU':>11} {'req/CPU-s':>10}  worker CPU (of one core each)")
     for row in (one, many) if workers != 1 else (one,):
         split = " ".join(f"{c:.0%}" for c in row["worker_cpu_of_one_core"])
+        per_cpu = row["requests_per_s"] / max(sum(row["worker_cpu_of_one_core"]), 1e-9)  # requests per second of the workers' CPU
         print(
             f"{row['workers']:>7} {row['requests']:>9} {row['errors_all_rounds']:>7} {row['requests_per_s']:>8.1f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
-            f" {row['machine_cpu_busy']:>8.0%} {row['client_cpu_of_one_core']:>10.0%}  {split}"
+            f" {row['machine_cpu_busy']:>8.0%} {row['client_cpu_of_one_core']:>10.0%} {per_cpu:>10.1f}  {split}"
         )
     if workers != 1:
         ratio = many["requests_per_s"] / one["requests_per_s"]
