@@ -7,6 +7,7 @@
     embalance export   --dataset sst2          # DVC stage `export`: ONNX encoder + classifier, registered in MLflow
     embalance report                           # DVC stage `report`: tables, paired tests, figures -> reports/
     embalance predict  --model models/sst2 --input texts.csv   # label texts with an exported or registered model
+    embalance serve    --model "models:/embalance-sst2@champion"   # HTTP server: MLflow's scoring app, hardened, N workers
     embalance pipeline                         # `dvc repro` (with overrides: `dvc exp run -S`) under one MLflow run
     embalance cell --dataset sst2 --method smote --size 64   # one cell (of draw 0; --draw r for another), tracked
 
@@ -34,11 +35,12 @@ from embalance import __version__
 from embalance.errors import ConfigError, EmbalanceError
 from embalance.io import check_dataset, default_dir, removed_if_left_empty
 from embalance.params import SAMPLERS
+from embalance.server import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 
-STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "pipeline", "cell")
+STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "serve", "pipeline", "cell")
 # The folder a stage reads, per sub-command (a key of embalance.io.LAYOUT): a dataset whose inputs exist is accepted.
 READS = {"embed": "prepared", "sweep": "embeddings", "tune": "embeddings", "cell": "embeddings", "export": "embeddings"}
-USES_RUNTIME = ("embed", "export", "predict", "pipeline")  # the commands that import embalance.serving.predict
+USES_RUNTIME = ("embed", "export", "predict", "serve", "pipeline")  # the commands that import embalance.serving.predict
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,6 +141,25 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    """`embalance serve`: embalance.server.app.serve until Ctrl-C or SIGTERM (a normal stop: exit status 0)."""
+    import mlflow
+
+    from embalance import tracking
+    from embalance.server.app import ServeSettings, serve
+
+    settings = ServeSettings(
+        model=args.model, host=args.host, port=args.port, workers=args.workers,
+        max_body_bytes=args.max_body_bytes, body_timeout=args.body_timeout,
+    )  # fmt: skip
+    mlflow.set_tracking_uri(args.tracking_uri or tracking.tracking_uri(params))
+    try:
+        serve(settings)
+    except KeyboardInterrupt:  # uvicorn re-raises the signal that stopped it, after a graceful shutdown
+        print("embalance serve: stopped.", file=sys.stderr)
+    return 0
+
+
 def _cell(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from embalance.stages import sweep
 
@@ -209,6 +230,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "run, which the stages' runs nest under (what `mlflow run .` calls). Overrides (--set, --datasets, --methods, "
                  "--sizes, or a params file other than the project's params.yaml) run `dvc exp run -S ...` instead: DVC writes "
                  "them into params.yaml and records a DVC experiment. DVC's lock and MLflow's store agree afterwards."),
+    "serve": ("serve a registered model over HTTP (MLflow's scoring protocol), with input checks, limits and N workers",
+              "Serve an MLflow model logged by `embalance export` with MLflow's scoring app behind a request guard: texts must "
+              "be non-empty strings in every input format (400 otherwise), bodies over --max-body-bytes get 413, a body that "
+              "does not arrive within --body-timeout gets 400, other content types 415; uvicorn runs --workers processes."),
     "cell": ("run and track one (dataset, method, size) cell",
              "Run one (dataset, method, size) cell of one draw, tracked in MLflow, and print its row; its files go to "
              "results/<dataset>/cells/<method>-n<size>/, outside the DVC outputs."),
@@ -262,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, metavar="N", help="ONNX Runtime intra-op threads (default 0: one per available CPU)")
     p.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p = _sub(sub, "serve", _serve, dataset=False)
+    p.add_argument("--model", required=True, metavar="URI|FOLDER", help="a URI like models:/embalance-sst2@champion, or an MLflow model folder (with MLmodel)")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=5001, metavar="PORT", help="port to listen on (default 5001)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="uvicorn worker processes (default 0: one per available CPU)")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, metavar="BYTES", help=f"largest request body accepted; larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES}, 4 MiB)")
+    p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS", help=f"seconds for a request's whole body to arrive; a truncated body gets 400 after it (default {DEFAULT_BODY_TIMEOUT:g})")
+    p.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")
     p = _sub(sub, "pipeline", _pipeline, dataset=False)
     p.add_argument("--dry-run", action="store_true", help="print the DVC command that would run, and run nothing")
     p.add_argument("--datasets", default="", metavar="NAME,NAME,...", help="comma-separated datasets (default: data.datasets)")
@@ -294,7 +327,7 @@ def _check_datasets(args: argparse.Namespace, params: dict[str, Any]) -> None:
     elif args.command == "pipeline":
         for name in data["datasets"]:
             check_dataset(name, data)
-    elif args.command != "predict":
+    elif args.command not in ("predict", "serve"):
         kind = READS.get(args.command)
         inputs = (getattr(args, kind) or default_dir(kind, args.dataset)) if kind else None
         check_dataset(args.dataset, data, inputs, kind or "")
