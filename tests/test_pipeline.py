@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -37,8 +38,12 @@ def test_sweep_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     _write_params(tmp_path / "params.yaml", tiny_params)
-    for stage in ("prepare", "embed", "sweep"):
+    for stage in ("prepare", "embed"):
         assert cli_main([stage, "--dataset", "tiny"]) == 0
+    with warnings.catch_warnings(record=True) as caught:  # the user sees no warning (MLflow's dataset inputs included)
+        warnings.simplefilter("default")
+        assert cli_main(["sweep", "--dataset", "tiny"]) == 0
+    assert not [w for w in caught if not issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
 
     runs = _runs(tiny_params["tracking"]["uri"])
     by_type: dict[str, list] = {}

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,11 @@ def dataset_inputs(tags: Mapping[str, str]) -> list[Any]:
         found.append(("prepared", tags[PREPARED_PATH_TAG], tags["embalance.data.prepared_dvc_md5"]))
     out = []
     for kind, path, digest in found:
-        source = resolve_dataset_source(Path(path).resolve().as_uri())
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class twice (for the schemes "" and "file") and warns that a
+            # file:// URI "can be interpreted in multiple ways": both are the same class, so there is nothing to act on.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways", category=UserWarning)
+            source = resolve_dataset_source(Path(path).resolve().as_uri())
         entity = MetaDataset(source, name=f"{dataset} {kind}", digest=digest[:36] or None)._to_mlflow_entity()
         out.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training and test")]))
     return out
