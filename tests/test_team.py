@@ -190,7 +190,7 @@ def _run_tree(uri: str, experiment: str) -> list[tuple[Any, ...]]:
     return sorted(rows, key=repr)
 
 
-def test_pipeline_logs_the_same_run_tree_to_the_server_as_to_sqlite(
+def test_sweep_logs_the_same_run_tree_to_the_server_as_to_sqlite(
     tracking_server: TrackingServer, tiny_data: Path, tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = copy.deepcopy(tiny_params)
@@ -207,15 +207,15 @@ def test_pipeline_logs_the_same_run_tree_to_the_server_as_to_sqlite(
             monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.url)
         else:
             monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        assert cli_main(["pipeline"]) == 0
+        assert cli_main(["sweep", "--dataset", "tiny"]) == 0  # the stage as `dvc repro` runs it (the pipeline drives DVC)
         trees[where] = _run_tree(tracking_server.url if where == "server" else p["tracking"]["uri"], p["tracking"]["experiment"])
     # The local store was used only by the SQLite run; the server's runs and artifacts went to PostgreSQL and its
     # artifact destination, nothing to the working folder.
     assert not (tmp_path / "server" / "mlruns").exists() and not (tmp_path / "server" / "mlartifacts").exists()
     assert Path(p["tracking"]["uri"].removeprefix("sqlite:///")).is_file()
-    assert list(tracking_server.artifacts.rglob("params.yaml"))
+    assert list(tracking_server.artifacts.rglob("cells.csv"))  # the sweep's results, logged as artifacts
     kinds = [row[0] for row in trees["server"]]
-    assert {k: kinds.count(k) for k in set(kinds)} == {"pipeline": 1, "sweep": 1, "cell": 6, "fold": 12}
+    assert {k: kinds.count(k) for k in set(kinds)} == {"sweep": 1, "cell": 6, "fold": 12}
     assert trees["server"] == trees["sqlite"]
 
 
