@@ -48,6 +48,11 @@ def tiny_mirror(tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path)
 @pytest.fixture
 def tiny_params(base_params: dict, tiny_mirror: Path, tmp_path: Path) -> dict:
     """The project's params, shrunk to a tiny dataset: 2 folds, 2 sizes, a few epochs, its own MLflow store."""
+    return make_tiny_params(base_params, tiny_mirror, tmp_path)
+
+
+def make_tiny_params(base_params: dict, tiny_mirror: Path, tmp_path: Path) -> dict:
+    """:func:`tiny_params` for fixtures of a wider scope."""
     import copy
 
     p = copy.deepcopy(base_params)

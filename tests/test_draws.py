@@ -187,7 +187,7 @@ def test_sweep_records_the_draw_everywhere(tiny_data: Path, tiny_params: dict, t
     fold_runs = _runs(p, "fold")
     assert len(fold_runs) == 8 and all(f.data.params["draw"] == f.data.tags["embalance.draw"] for f in fold_runs)
     assert {f.info.run_name for f in fold_runs} >= {"random n=32 draw=1 fold 0", "none n=32 draw=0 fold 1"}
-    assert _runs(p, "sweep")[0].data.params["draws"] == "[0, 1]"
+    assert _runs(p, "sweep")[0].data.params["draws_run"] == "[0, 1]"
 
 
 def test_one_draw_keeps_the_run_names(tiny_data: Path, tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

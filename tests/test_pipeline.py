@@ -79,7 +79,16 @@ def test_sweep_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.M
     assert smote8.data.tags["embalance.status"] == "too_few_minority"
     assert "k_neighbors=5" in smote8.data.tags["embalance.reason"]
     vae32 = next(c for c in by_type["cell"] if c.data.params["method"] == "vae" and c.data.params["minority_size"] == "32")
-    assert vae32.data.tags["embalance.status"] == "ok" and vae32.data.params["vae_latent_dim"] == "16"
+    assert vae32.data.tags["embalance.status"] == "ok" and vae32.data.params["augment.vae.latent_dim"] == "16"
+    # Params under their params.yaml keys on every run; the fold's own time as a metric; the sweep run tells sweeps
+    # apart by name and params, and carries summary metrics, with each method's curve over the sizes.
+    assert ok_fold.data.params["train.lr"] == str(tiny_params["train"]["lr"]) and ok_fold.data.params["cv.n_folds"] == "2"
+    assert 0 < m["fold_seconds"] < 600
+    assert sweep.info.run_name.startswith("sweep tiny 2-fold 7 methods x 2 sizes [") and sweep.data.params["cv.n_folds"] == "2"
+    assert sweep.data.params["augment.vae.epochs"] == "10" and sweep.data.params["imbalance.sizes"] == "[8, 32]"
+    assert sweep.data.metrics["cells"] == n_cells and 0.3 < sweep.data.metrics["test_balanced_accuracy_mean_over_sizes.smote_mixup_refit"] <= 1
+    curve = client.get_metric_history(sweep.info.run_id, "test_balanced_accuracy_by_size.none")
+    assert sorted(p.step for p in curve) == [8, 32]
     # The results table agrees with MLflow.
     cells = pd.read_csv(tmp_path / "results" / "tiny" / "cells.csv")
     assert len(cells) == n_cells

@@ -266,6 +266,20 @@ class ReportParams(Section):
     separability: SeparabilityParams
 
 
+DASK_ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://)?[^\s/:]+(:\d{1,5})?$")  # tcp://10.0.0.5:8786, tls://host:8786, host:8786
+
+
+def _dask_address(value: str | None) -> str | None:
+    if value is not None and not DASK_ADDRESS.match(value):
+        raise ValueError(f"must be a Dask scheduler address such as tcp://10.0.0.5:8786 (or null: this machine only), but got {value!r}")
+    return value
+
+
+class ClusterParams(Section):  # every key has a default: a missing section means this machine only
+    address: Annotated[StrictStr | None, AfterValidator(_dask_address)] = None  # null: DASK_SCHEDULER_ADDRESS, else this machine
+    connect_timeout: Seconds = 30  # how long to wait for the scheduler, and for its first worker
+
+
 class TrackingParams(Section):
     uri: StrictStr | None = None  # None: sqlite:///mlflow.db (MLFLOW_TRACKING_URI overrides either)
     experiment: Name
@@ -384,6 +398,7 @@ class Params(Section):
     report: ReportParams | None = None
     tracking: TrackingParams
     tune: TuneParams | None = None
+    cluster: ClusterParams | None = None
 
     @model_validator(mode="after")
     def _report_methods_exist(self) -> Params:

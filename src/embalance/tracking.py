@@ -312,6 +312,13 @@ class RunWriter:
         for j, chunk in enumerate(chunks):
             self.client.log_batch(run_id, metrics=chunk, params=ps if j == 0 else [], tags=ts if j == 0 else [])
 
+    def log_points(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        """Metric values at given steps, as (key, value, step): a curve over anything countable (a minority size)."""
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, int(step)) for k, v, step in points]
+        for i in range(0, len(ms), 1000):
+            self.client.log_batch(run_id, metrics=ms[i : i + 1000])
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 

@@ -16,6 +16,7 @@ from embalance.experiment.metrics import TEST_METRICS, balanced_accuracy, test_m
 from embalance.experiment.protocol import Embeddings
 from embalance.experiment.recipe import FoldJob, FoldOutcome, apply_refit, cell_folds
 from embalance.experiment.train import FitResult, HostBuffers, TrainConfig, fit_folds, predict_proba
+from embalance.experiment.train.groups import group_sizes
 from embalance.runtime import cpu_threads
 
 
@@ -64,8 +65,10 @@ def run_cells(emb: Embeddings, cells: Sequence[Cell], *, params: Mapping[str, An
     outcomes) per cell.
 
     With ``train.engine: batched`` the folds of consecutive cells are oversampled first and then trained together,
-    up to ``train.max_models_per_group`` folds (or ``max_group_bytes`` of data) at a time; with ``sequential`` each
-    cell is trained on its own. Results are the same either way (tests compare them). Pure: no tracking, no files.
+    each cell's folds in groups of their own of up to ``train.max_models_per_group`` folds (or ``max_group_bytes`` of
+    data), as many groups at a time as there are worker threads; with ``sequential`` each cell is trained on its
+    own. Results are the same either way (tests compare them), and a cell's are the same bits whichever cells run
+    with it. Pure: no tracking, no files.
     """
     config = TrainConfig.from_params(params["train"])
     test = (emb.X_test, emb.y_test) if emb.X_test is not None else None
@@ -74,10 +77,14 @@ def run_cells(emb: Embeddings, cells: Sequence[Cell], *, params: Mapping[str, An
 
     def flush() -> list[tuple[str, int, int, list[FoldOutcome]]]:
         jobs = [item for *_, items in pending for item in items if isinstance(item, FoldJob)]
+        # Each cell's folds in groups of their own (near-equal, at most max_models_per_group): a fold's last bits
+        # depend on which folds share its group, so a cell's numbers are then the same however many cells train
+        # together: on any number of CPUs, after a resume, or spread over a cluster (embalance.cluster).
+        sizes = [s for *_, items in pending for s in group_sizes(sum(isinstance(it, FoldJob) for it in items), config.max_models_per_group, 1) if s]
         t0 = time.perf_counter()
         fits = fit_folds(
             [(j.X, j.y, j.X_val, j.y_val) for j in jobs], n_classes=emb.n_classes, config=config, seeds=[j.seed for j in jobs], options=[j.options for j in jobs],
-            buffers=buffers,
+            buffers=buffers, group_sizes=sizes,
         )
         fits = [apply_refit(j, f, params) for j, f in zip(jobs, fits, strict=True)]
         share = (time.perf_counter() - t0) / max(len(jobs), 1)  # training time per fold, shared out evenly in a group

@@ -24,17 +24,19 @@ draws of the draw means) and ``balanced_accuracy.png`` (for ``dvc plots show``; 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from embalance import tracking
+from embalance.cluster import connect, describe, run_cells_on, scheduler_address
 from embalance.data.embeddings import load_embeddings
 from embalance.errors import ConfigError
 from embalance.experiment.cells import Cell, FoldOutcome, over_draws, run_cells, summarise
@@ -45,9 +47,14 @@ from embalance.experiment.recipe import draw_key, n_draws
 from embalance.io import default_dir, ensure_writable_dir, write_json
 from embalance.runtime import seed_everything
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int, draw: int = 0) -> dict[str, Any]:
-    aug, tr = params["augment"], params["train"]
+    """A cell's MLflow params: what defines the cell (dataset, method and its parts, size, draw), then every
+    params.yaml value it uses, under its params.yaml key (``train.lr``, ``augment.vae.latent_dim``), as trials do."""
+    aug = params["augment"]
     spec = parse_method(method)
     out: dict[str, Any] = {
         "dataset": dataset,
@@ -58,26 +65,73 @@ def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int,
         "loss": spec.loss,
         "minority_size": size,
         "draw": draw,
-        "minority_classes": params["imbalance"]["minority_classes"],
-        "majority_cap": params["imbalance"]["majority_cap"],
-        "n_folds": params["cv"]["n_folds"],
         "seed": params["seed"],
-        "backend": aug["backend"],
+        "imbalance.minority_classes": params["imbalance"]["minority_classes"],
+        "imbalance.majority_cap": params["imbalance"]["majority_cap"],
+        "cv.n_folds": params["cv"]["n_folds"],
+        "augment.backend": aug["backend"],
     }
+    used = ["target"]
     if spec.base in ("smote", "borderline", "adasyn"):
-        out.update(k_neighbors=aug["k_neighbors"], on_small_class=aug["on_small_class"])
+        used += ["k_neighbors", "on_small_class"]
     if spec.base == "borderline":
-        out.update(m_neighbors=aug["m_neighbors"], borderline_kind=aug["borderline_kind"])
-    if spec.base == "logit_adjusted":
-        out.update(logit_adjusted_tau=aug["logit_adjusted"]["tau"])
-    if spec.mixup:
-        out.update(mixup_alpha=aug["mixup"]["alpha"])
-    if spec.refit:
-        out.update({f"refit_{k}": v for k, v in aug["refit"].items()})
-    if spec.base == "vae":
-        out.update({f"vae_{k}": v for k, v in aug["vae"].items()})
-    out.update({f"train_{k}": v for k, v in tr.items()})
+        used += ["m_neighbors", "borderline_kind"]
+    out.update({f"augment.{k}": aug[k] for k in used if k in aug})
+    sections = [("logit_adjusted", spec.base == "logit_adjusted"), ("mixup", spec.mixup), ("refit", spec.refit), ("vae", spec.base == "vae")]
+    for section, uses in sections:
+        if uses:
+            out.update({f"augment.{section}.{k}": v for k, v in aug[section].items()})
+    out.update({f"train.{k}": v for k, v in params["train"].items()})
     return out
+
+
+def sweep_params(params: Mapping[str, Any], dataset: str, draws: Sequence[int]) -> dict[str, Any]:
+    """The sweep run's MLflow params: every params.yaml value its cells depend on, under its params.yaml key."""
+    out: dict[str, Any] = {"dataset": dataset, "draws_run": list(draws)}
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                flatten(f"{prefix}.{k}", v)
+        else:
+            out[prefix] = value
+
+    for section in (*RESULT_KEYS, "train"):
+        flatten(section, params[section])
+    return out
+
+
+def sweep_name(params: Mapping[str, Any], dataset: str, key: str, draws: Sequence[int]) -> str:
+    """``sweep sst2 10-fold 12 methods x 8 sizes [3f2a9c]``: what tells two sweeps apart at a glance, and the first
+    characters of the resume key (a hash of every value the results depend on) for those that differ elsewhere."""
+    methods, sizes = params["augment"]["methods"], params["imbalance"]["sizes"]
+    draws_text = f" {len(draws)} draws" if list(draws) != [0] else ""
+    return (
+        f"sweep {dataset} {params['cv']['n_folds']}-fold {len(methods)} method{'s' * (len(methods) != 1)} x "
+        f"{len(sizes)} size{'s' * (len(sizes) != 1)}{draws_text} [{key[:6]}]"
+    )
+
+
+def summary_metrics(cells: pd.DataFrame, metric: str = "test_balanced_accuracy") -> tuple[dict[str, float], list[tuple[str, float, int]]]:
+    """The sweep run's metrics: counts of cells and folds, each method's mean over sizes; and each method's value per
+    size as (key, value, step=size) points, which MLflow's UI draws as the curve over minority sizes."""
+    table = pd.DataFrame(by_method_size(cells))
+    scalars: dict[str, float] = {
+        "cells": float(len(cells)),
+        "cells_ran": float((cells["n_folds_ok"] > 0).sum()),
+        "folds_ok": float(cells["n_folds_ok"].sum()),
+    }
+    points: list[tuple[str, float, int]] = []
+    column = f"{metric}_mean"
+    if column not in table:
+        return scalars, points
+    for method, df in table.groupby("method", sort=False):
+        name = str(method).replace("+", "_")  # MLflow keys take letters, digits, _ - . / and spaces, not +
+        ran = df[df[column].notna()]
+        if len(ran):
+            scalars[f"{metric}_mean_over_sizes.{name}"] = float(ran[column].mean())
+        points += [(f"{metric}_by_size.{name}", float(v), int(n)) for n, v in zip(ran["minority_size"], ran[column], strict=True)]
+    return scalars, points
 
 
 def sweep_draws(params: Mapping[str, Any], draws: Sequence[int] | None = None) -> list[int]:
@@ -107,12 +161,14 @@ def run_sweep(
     done: Mapping[Cell, Mapping[str, Any]] | None = None,
     on_cell: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
     draws: Sequence[int] | None = None,
+    cluster: Client | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run every (method, size, draw) cell; log each cell and fold run when a writer is given. Returns (cells, folds).
 
     ``done`` holds cells finished by an interrupted run, keyed by (method, size, draw) (their rows are taken as
     they are); ``on_cell`` is told of each newly finished cell. ``draws``: the draws to run (default: all
-    ``imbalance.draws``).
+    ``imbalance.draws``). ``cluster``: a Dask client whose workers compute the cells (:mod:`embalance.cluster`);
+    they finish in any order, and the tables come out in the grid's order all the same.
     """
     done = done or {}
     methods, sizes, draws = params["augment"]["methods"], params["imbalance"]["sizes"], sweep_draws(params, draws)
@@ -127,7 +183,8 @@ def run_sweep(
             folds.extend(dict(f) for f in done[key]["folds"])
     todo = [key for key in grid if key not in done]
     with tqdm(total=len(grid), initial=len(grid) - len(todo), desc=f"sweep {dataset}", unit="cell", disable=not progress) as bar:
-        for method, size, draw, outcomes in run_cells(emb, todo, params=params, dataset=dataset):
+        results = run_cells(emb, todo, params=params, dataset=dataset) if cluster is None else run_cells_on(cluster, emb, todo, params=params, dataset=dataset)
+        for method, size, draw, outcomes in results:
             summary = summarise(outcomes)
             name = cell_name(method, size, draw, draws)
             with tracking.deferred_interrupts():  # a cell's runs and its checkpoint line are written whole, or not at all
@@ -178,7 +235,10 @@ def _log_cell(
         writer.log(
             fold_id,
             params={**cp, "fold": o.fold},
-            metrics=o.metrics,
+            # fold_seconds: the fold's own time (resampling, and training: its share of a batched group's time) on the
+            # machine that ran it; the run's start and end only say when the driver logged it. Not in folds.csv,
+            # which stays reproducible.
+            metrics={**o.metrics, "fold_seconds": o.seconds},
             curves=o.curves,
             tags={
                 "embalance.status": o.status,
@@ -330,11 +390,12 @@ def run(
     progress: bool = True,
     draws: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """Load embeddings, sweep all cells under one `sweep <dataset>` MLflow run, write the results files.
+    """Load embeddings, sweep all cells under one sweep run in MLflow (:func:`sweep_name`), write the results files.
 
     An interrupted sweep resumes: cells that finished are read back from the checkpoint (not recomputed), and
     the remaining cells are logged under the same MLflow sweep run. ``draws``: only these draws (default: every
-    draw of ``imbalance.draws``).
+    draw of ``imbalance.draws``). With a Dask scheduler configured (:func:`embalance.cluster.scheduler_address`)
+    the cells are computed on its workers; this process writes and logs everything, as on one machine.
     """
     run_draws = sweep_draws(params, draws)  # a bad draw fails before any work
     out_dir = out_dir or default_dir("results", dataset)
@@ -342,27 +403,39 @@ def run(
     emb = load_embeddings(dataset, embeddings_dir, prepared_dir)
     check_sizes(emb.y_train, params["imbalance"]["minority_classes"], params["imbalance"]["sizes"])
     seed_everything(params["seed"])
-    experiment_id = tracking.setup(params)
-    key = resume_key(params, emb, None if draws is None else run_draws)
-    checkpoint = Checkpoint(dataset, key)
-    done = checkpoint.load()
-    tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset}
-    resume_run = _sweep_run_to_resume(experiment_id, key) if done else None
-    if done:
-        print(f"sweep {dataset}: resuming: {len(done)} finished cells kept from {checkpoint.path}")
-    import mlflow
+    address = scheduler_address(params)
+    with contextlib.ExitStack() as stack:
+        # The cluster is reached before any run is created: a wrong address fails here, with nothing to clean up.
+        client = stack.enter_context(connect(address, (params.get("cluster") or {}).get("connect_timeout") or 30)) if address else None
+        experiment_id = tracking.setup(params)
+        key = resume_key(params, emb, None if draws is None else run_draws)
+        checkpoint = Checkpoint(dataset, key)
+        done = checkpoint.load()
+        tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset}
+        resume_run = _sweep_run_to_resume(experiment_id, key) if done else None
+        if done:
+            print(f"sweep {dataset}: resuming: {len(done)} finished cells kept from {checkpoint.path}")
+        if client is not None:
+            print(f"sweep {dataset}: cells run on the Dask cluster at {address} ({describe(client)})")
+            tags["embalance.cluster"] = address
+        import mlflow
 
-    with tracking.parent_run(f"sweep {dataset}", tags={**tags, "embalance.run_type": "sweep", "embalance.sweep_key": key}, run_id=resume_run) as parent:
-        if resume_run is not None:
-            _drop_unfinished_cells(parent.info.run_id, {rec["cell"]["mlflow_run_id"] for rec in done.values()})
-        else:
-            mlflow.log_params({k: str(v) for k, v in {"dataset": dataset, "methods": params["augment"]["methods"], "sizes": params["imbalance"]["sizes"], "draws": run_draws, "seed": params["seed"]}.items()})
-        writer = tracking.RunWriter(experiment_id, tags)
-        cells, folds = run_sweep(
-            emb, params, dataset, writer=writer, parent_id=parent.info.run_id, progress=progress, done=done, on_cell=checkpoint.add, draws=run_draws
-        )
-        write_results(cells, folds, out_dir, dataset)
-        mlflow.log_artifacts(str(out_dir), artifact_path="results")
+        run_tags = {**tags, "embalance.run_type": "sweep", "embalance.sweep_key": key}
+        with tracking.parent_run(sweep_name(params, dataset, key, run_draws), tags=run_tags, run_id=resume_run) as parent:
+            if resume_run is not None:
+                _drop_unfinished_cells(parent.info.run_id, {rec["cell"]["mlflow_run_id"] for rec in done.values()})
+            else:
+                mlflow.log_params({k: str(v) for k, v in sweep_params(params, dataset, run_draws).items()})
+            writer = tracking.RunWriter(experiment_id, tags)
+            cells, folds = run_sweep(
+                emb, params, dataset, writer=writer, parent_id=parent.info.run_id, progress=progress, done=done, on_cell=checkpoint.add,
+                draws=run_draws, cluster=client,
+            )
+            write_results(cells, folds, out_dir, dataset)
+            scalars, points = summary_metrics(cells)
+            writer.log(parent.info.run_id, metrics=scalars)
+            writer.log_points(parent.info.run_id, points)
+            mlflow.log_artifacts(str(out_dir), artifact_path="results")
     checkpoint.clear()
     ran = cells[cells["n_folds_ok"] > 0]
     print(f"sweep {dataset}: {len(cells)} cells ({len(ran)} ran, {len(cells) - len(ran)} could not run) -> {out_dir}")

@@ -26,10 +26,12 @@ def fit_folds(
     seeds: Sequence[int],
     options: Sequence[FoldOptions] | None = None,
     buffers: HostBuffers | None = None,
+    group_sizes: Sequence[int] | None = None,
 ) -> list[FitResult]:
     """Train one MLP per (X_train, y_train, X_val, y_val) fold with the configured engine; same results either way.
 
     ``buffers``: the batched engine's CPU buffers, kept by a caller that trains many times in a row (see :class:`HostBuffers`).
+    ``group_sizes``: the batched engine's groups, in order (see :func:`fit_mlp_batched`'s ``sizes``).
     """
     options = list(options) if options is not None else [PLAIN] * len(folds)
     if config.engine == "sequential":
@@ -41,5 +43,5 @@ def fit_folds(
         return fit_mlp_batched(
             folds, n_classes=n_classes, config=config, seeds=seeds, options=options,
             max_models_per_group=config.max_models_per_group, max_group_bytes=config.max_group_bytes,
-            workers=config.workers, buffers=buffers,
+            workers=config.workers, buffers=buffers, sizes=group_sizes,
         )

@@ -84,6 +84,7 @@ def fit_mlp_batched(
     max_group_bytes: int | None = DEFAULT_MAX_GROUP_BYTES,
     workers: int = 1,
     buffers: HostBuffers | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> list[FitResult]:
     """Train one MLP per fold, many at a time; the result for fold ``i`` equals ``fit_mlp(*folds[i], seed=seeds[i])``.
 
@@ -104,6 +105,10 @@ def fit_mlp_batched(
             after the other.
         buffers: the large CPU buffers' pool; pass one :class:`HostBuffers` to many calls in a row so that their
             buffers pass from one call to the next (``None``: this call's own, let go at its end).
+        sizes: the groups' sizes in order, summing to the number of folds (each at most ``max_models_per_group``),
+            instead of near-equal groups spread over the workers. A fold's numbers depend, in their last bits, on
+            which folds share its group; the sweep gives each cell's folds groups of their own, so that a cell's
+            numbers are the same whatever else runs with it, on any number of CPUs or cluster workers.
 
     Returns:
         One :class:`FitResult` per fold, in the input order.
@@ -134,7 +139,14 @@ def fit_mlp_batched(
     own = HostBuffers() if buffers is None else None  # this call's, unless the caller keeps them between calls
     pool = buffers if buffers is not None else own
 
-    sizes = group_sizes(len(folds), max_models_per_group, workers)
+    if sizes is None:
+        sizes = group_sizes(len(folds), max_models_per_group, workers)
+    elif sum(sizes) != len(folds) or min(sizes, default=1) < 1 or (max_models_per_group and max(sizes, default=0) > max_models_per_group):
+        raise ConfigError(
+            f"`sizes` must be positive group sizes of at most max_models_per_group={max_models_per_group} that sum to "
+            f"the {len(folds)} folds, but got {list(sizes)}."
+        )
+    sizes = list(sizes)
     groups = form_groups(folds, options, n_classes=n_classes, device=device, sizes=sizes, max_group_bytes=max_group_bytes)
 
     def train(group: list[GroupFold], stop: threading.Event | None = None) -> None:

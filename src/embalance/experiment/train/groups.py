@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
@@ -81,9 +82,13 @@ def group_sizes(n_folds: int, max_models_per_group: int | None, workers: int) ->
 def form_groups(
     folds: Sequence[Fold], options: Sequence[FoldOptions], *, n_classes: int, device: torch.device, sizes: list[int], max_group_bytes: int | None
 ) -> Iterator[list[GroupFold]]:
-    """Consecutive folds, read one at a time, cut into groups by count (``sizes``) and bytes."""
+    """Consecutive folds, read one at a time, cut into groups by count (``sizes``, in order) and bytes.
+
+    A group cut short by the byte budget leaves the rest of its planned folds to a group of their own, so the planned
+    boundaries hold (the sweep plans each cell's folds apart: see :func:`embalance.experiment.cells.run_cells`).
+    """
     group: list[GroupFold] = []
-    made = 0  # groups yielded so far
+    ends = set(itertools.accumulate(sizes))  # where a planned group ends
     in_dim: int | None = None
     for i in range(len(folds)):
         fold = load_fold(i, folds[i], n_classes, device, options[i])
@@ -94,11 +99,10 @@ def form_groups(
                 f"All folds must have the same number of features, but fold {i} has {fold.X.shape[1]} and "
                 f"fold 0 has {in_dim}."
             )
-        full = len(group) >= sizes[min(made, len(sizes) - 1)]
+        full = i in ends
         too_big = max_group_bytes is not None and group and group_bytes([*group, fold]) > max_group_bytes
-        if full or too_big:
+        if group and (full or too_big):
             yield group
-            made += 1
             group = []
         group.append(fold)
     if group:
