@@ -33,11 +33,12 @@ synthetic rows differ row by row. What must hold, and why:
   different initial weights, so its test is looser: its last-epoch training loss within 10% and the distance of its
   synthetic mean to the real minority mean within 0.1 of the class separation (calibrated on the CPU: see
   docs/performance.md#gpu-proof).
-- engines: on the CPU both engines give the same bits (``tests/test_sweep_engines.py``); across devices rounding
-  makes the trajectories drift apart, as moving the inputs by one ulp does on the CPU (the reference row). Per fold
-  set: the first epoch's validation loss within 1e-4 (relative), the same (best, stop, last) epochs in at least 70%
-  of the folds (a near-tie of two epochs' validation losses may flip), the kept model's validation balanced
-  accuracy within 0.03 per fold and 0.01 on the mean, and at least 97% of its validation predictions the same.
+- engines: the same folds, seeds and initial weights (drawn on the CPU), so only rounding differs: on the CPU the
+  engines agree to about 1e-7 (``tests/test_sweep_engines.py``), and moving every input by one ulp changes no epoch
+  and no prediction at these sizes (the reference row). CUDA rounds every product of every step differently, so
+  more drift is allowed: the first epoch's validation loss within 1e-4 (relative), the same (best, stop, last)
+  epochs in at least 80% of the folds (a near-tie of two epochs' validation losses may flip), the kept model's
+  validation balanced accuracy within 0.02 per fold and 0.005 on the mean, at least 98% of its predictions the same.
 - sweep: per (method, size) the same number of folds run and the same status; the mean test balanced accuracy
   within 0.01 for methods that draw nothing on the device (``none``, ``undersample``, ``weighted``,
   ``logit_adjusted``: rounding only) and within 0.04 for methods with synthetic rows (another random stream).
@@ -91,14 +92,15 @@ from sweep import Grid, make_grid
 from sweep import worker as engine_worker
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tests", "oversamplers", "engines", "timing", "sweep")
+SECTIONS = ("tests", "oversamplers", "engines", "sweep", "timing")
+TIMING_RESERVE = 90  # seconds of the --budget kept for the timing section, which runs after the sweep
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # tests
 
 
-def run_tests(report: Report, dry_run: bool) -> None:
+def run_tests(report: Report) -> None:
     """``pytest -m cuda``: on a CUDA machine every selected test must pass; without CUDA every one must skip.
 
     Only the test files that use the marker are collected (collecting the whole suite imports everything it tests).
@@ -131,20 +133,14 @@ def run_tests(report: Report, dry_run: bool) -> None:
     summary = ", ".join(f"{n} {k}" for k, n in sorted(outcome.items())) or "none collected"
     report.figures["tests"] = dict(outcome, command=" ".join(cmd[1:]))
     report.check("tests", "pytest -m cuda: tests selected", len(cases) >= 4, len(cases), ">= 4", summary)
-    if dry_run:
-        report.check(
-            "tests",
-            "pytest -m cuda: none failed, all skipped without CUDA",
-            proc.returncode == 0 and outcome["skipped"] == len(cases),
-            detail=summary,
-        )
+    if torch.cuda.is_available():
+        ok, name = proc.returncode == 0 and outcome["passed"] == len(cases), "all passed"
     else:
-        report.check(
-            "tests",
-            "pytest -m cuda: all passed",
-            proc.returncode == 0 and outcome["passed"] == len(cases),
-            detail=summary,
+        ok, name = (
+            proc.returncode == 0 and outcome["skipped"] == len(cases),
+            "none failed, all skipped without CUDA",
         )
+    report.check("tests", f"pytest -m cuda: {name}", ok, detail=summary)
     if proc.returncode != 0:
         print(proc.stdout[-3000:] + proc.stderr[-2000:])
 
@@ -396,7 +392,8 @@ def sweep_section(
             detail=f"not run: {e}; carry the wheels `bash benchmarks/gpu_check.sh prepare` puts in .gpu/wheels",
         )
         return
-    timeout = min(args.sweep_timeout, args.budget - report.elapsed() - 15)
+    reserve = TIMING_RESERVE if "timing" in (args.only or SECTIONS) else 15
+    timeout = min(args.sweep_timeout, args.budget - report.elapsed() - reserve)
     if timeout < 60:
         report.check(
             "sweep",
@@ -530,8 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget",
         type=float,
-        default=470,
-        help="seconds for the whole run; the sweep gets what is left (default 470)",
+        default=450,
+        help="seconds for the whole run (default 450: with the wheels' install, 8 minutes); the sweep gets what is"
+        f" left but {TIMING_RESERVE} s for the timing section after it",
     )
     parser.add_argument(
         "--sweep-timeout", type=float, default=360, help="seconds at most for the sweep (default 360)"
@@ -566,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             if section == "tests":
-                run_tests(report, args.dry_run)
+                run_tests(report)
             elif section == "oversamplers":
                 sizes = (
                     dict(n_majority=300, sizes=(16,), dim=16)

@@ -34,10 +34,10 @@ TOLERANCES: dict[str, tuple[float, str]] = {
     "vae_loss": (0.10, "relative difference of the VAE's last-epoch training loss"),
     "vae_mean": (0.10, "difference of |synthetic mean - real minority mean| / class separation"),
     "val_loss_1": (1e-4, "relative difference of the first epoch's validation loss (max over folds)"),
-    "same_epochs": (0.70, "share of folds with the same best, stop and last epochs (at least)"),
-    "bacc_fold": (0.03, "max |difference of the kept model's validation balanced accuracy| over folds"),
-    "bacc_mean": (0.01, "|difference of the mean validation balanced accuracy|"),
-    "agreement": (0.97, "share of validation predictions that agree (at least)"),
+    "same_epochs": (0.80, "share of folds with the same best, stop and last epochs (at least)"),
+    "bacc_fold": (0.02, "max |difference of the kept model's validation balanced accuracy| over folds"),
+    "bacc_mean": (0.005, "|difference of the mean validation balanced accuracy|"),
+    "agreement": (0.98, "share of validation predictions that agree (at least)"),
     "sweep_rounding": (
         0.01,
         "sweep: |difference of mean test balanced accuracy|, methods without device draws",
@@ -294,13 +294,11 @@ def compare_engines(report: Report, params: dict, device: str, *, grid: Grid) ->
         for Xt, yt, Xv, yv in folds
     ]
     runs = {"sequential/cpu": _summary(_fits(folds, cpu, "sequential", seeds), folds)}
-    runs["sequential/cpu+1ulp"] = _summary(_fits(ulp, cpu, "sequential", seeds), folds)
     runs["batched/cpu"] = _summary(_fits(folds, cpu, "batched", seeds), folds)
+    runs["batched/cpu+1ulp"] = _summary(_fits(ulp, cpu, "batched", seeds), folds)
     where = f"{len(folds)} folds, {grid.majority} + {max(grid.sizes)} rows, {grid.dim}-d"
     report.figures["engine_check_folds"] = where
-    compare_fits(
-        report, "sequential cpu vs cpu+1ulp (reference)", runs["sequential/cpu"], runs["sequential/cpu+1ulp"]
-    )
+    compare_fits(report, "batched cpu vs cpu+1ulp (reference)", runs["batched/cpu"], runs["batched/cpu+1ulp"])
     compare_fits(report, "sequential vs batched, cpu", runs["sequential/cpu"], runs["batched/cpu"])
     if device == "cpu":
         return

@@ -63,7 +63,7 @@ def test_dry_run_checks_every_section_and_passes(tmp_path: Path) -> None:
     assert 0 < by_name["vae n_min=16 (cpu vs cpu, other seed): last-epoch loss"]["value"] <= 0.1
 
     # the engines: one ulp moved the first validation loss a little, and nothing beyond the tolerances
-    first = by_name["sequential cpu vs cpu+1ulp (reference): first epoch's val loss"]["value"]
+    first = by_name["batched cpu vs cpu+1ulp (reference): first epoch's val loss"]["value"]
     assert 0 < first <= 1e-4
     assert by_name["sequential vs batched, cpu: folds with the same epochs"]["value"] == 1.0
 
