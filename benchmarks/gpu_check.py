@@ -1,63 +1,42 @@
 """GPU proof: embalance's CUDA paths checked against the CPU on the same inputs and seeds, and timed, in one command.
 
-Sections (``--only`` picks some; each prints what it checked, the value and its tolerance):
+Sections, in this order (``--only`` picks some; every check prints its value and its tolerance):
 
-- ``tests``: the pytest selection ``-m cuda`` (tests that need a CUDA device and are skipped without one).
+- ``tests``: ``pytest -m cuda``, the tests that need a CUDA device (skipped without one; all must pass with one).
 - ``oversamplers``: every oversampler the sweep builds (``random``, ``smote``, ``borderline`` 1 and 2, ``adasyn``,
-  ``vae``; :func:`embalance.experiment.resample.make_sampler` with ``params.yaml``'s settings) on the CPU and on
-  the device, on embedding-like data (:func:`oversample.make_data`).
-- ``engines``: the MLP on the same folds (:class:`sweep.CellFolds`, ``params.yaml``'s training settings) with the
-  sequential and the batched engine, on the CPU and on the device; plus the CPU against itself with every input
-  moved by one ulp, the reference for what rounding alone does.
-- ``timing``: the device's float32 matmul rate (:func:`machine.matmul_gflops`), the oversamplers against
-  imbalanced-learn (:func:`oversample.run_cell`), the engines' fits/s and their share of that matmul rate
-  (:func:`sweep.worker`).
+  ``vae``; :func:`embalance.experiment.resample.make_sampler`, ``params.yaml``'s settings) on the CPU and on the
+  device, on embedding-like data (:func:`oversample.make_data`).
+- ``engines``: the MLP on the same folds and seeds (:class:`sweep.CellFolds`, ``params.yaml``'s training settings),
+  sequential and batched engine, on the CPU and on the device; the reference row is the CPU against itself with
+  every input moved by one ulp (what rounding alone does).
 - ``sweep``: ``embalance sweep --dataset sst2`` with ``params.yaml``'s defaults and ``train.device`` and
   ``augment.device`` set to the device: its wall time, and its ``metrics.json`` against a CPU run of the same
-  embeddings (``--reference``).
+  embeddings (``--reference``; the DVC hash of the embeddings must match). It gets what is left of ``--budget``
+  but ``TIMING_RESERVE`` seconds, at most ``--sweep-timeout``.
+- ``timing``: the device's float32 matmul rate (:func:`machine.matmul_gflops`), the oversamplers against
+  imbalanced-learn (:func:`oversample.run_cell`), the engines' fits/s and their share of that rate (:func:`sweep.worker`).
 
-Tolerances (``TOLERANCES``; printed with every check). Exact equality across devices is not expected: CUDA sums in
-another order (float32 results differ in the last bits), and the oversamplers draw from a ``torch.Generator`` on
-their device, whose CUDA stream differs from the CPU's (documented in ``embalance.experiment.oversample``), so
-synthetic rows differ row by row. What must hold, and why:
+The tolerances (``gpu_harness.TOLERANCES``) and why they are what they are: docs/performance.md#gpu-proof. In short,
+exact equality across devices is not expected (CUDA sums in another order, and the oversamplers draw another random
+stream on CUDA), so what must not change is compared exactly (counts, statuses, neighbours in danger, copied rows),
+the synthetic rows by their sampling rule and their distribution, training and the sweep within what rounding and
+another random stream can move.
 
-- oversamplers, exact: class counts, ``n_synthetic_``, ``status_``, ``k_effective_`` and Borderline-SMOTE's rows in
-  danger depend on the exact neighbour searches and on counting, never on a random draw; the original rows are
-  copied, bit for bit.
-- oversamplers, the rule: every synthetic row lies on a segment from a sample to one of its nearest neighbours
-  (reference search in float64 with 2 extra neighbours, so that near-ties cannot raise a false alarm), within 1e-5
-  (float32 interpolation of unit vectors errs by about 1e-7 a coordinate); ``random``'s rows are copies (0).
-- oversamplers, the distribution: the two streams must sample one distribution. The largest |difference of the
-  per-feature means of the synthetic rows| divided by its standard error, over all features, is at most 6 (rows
-  are independent draws; P(any of 384 features > 6) is about 1e-6). The VAE's rows come from models trained from
-  different initial weights, so its test is looser: its last-epoch training loss within 10% and the distance of its
-  synthetic mean to the real minority mean within 0.1 of the class separation (calibrated on the CPU: see
-  docs/performance.md#gpu-proof).
-- engines: the same folds, seeds and initial weights (drawn on the CPU), so only rounding differs: on the CPU the
-  engines agree to about 1e-7 (``tests/test_sweep_engines.py``), and moving every input by one ulp changes no epoch
-  and no prediction at these sizes (the reference row). CUDA rounds every product of every step differently, so
-  more drift is allowed: the first epoch's validation loss within 1e-4 (relative), the same (best, stop, last)
-  epochs in at least 80% of the folds (a near-tie of two epochs' validation losses may flip), the kept model's
-  validation balanced accuracy within 0.02 per fold and 0.005 on the mean, at least 98% of its predictions the same.
-- sweep: per (method, size) the same number of folds run and the same status; the mean test balanced accuracy
-  within 0.01 for methods that draw nothing on the device (``none``, ``undersample``, ``weighted``,
-  ``logit_adjusted``: rounding only) and within 0.04 for methods with synthetic rows (another random stream).
+``--dry-run`` runs every section on the CPU at tiny sizes in well under a minute, the CPU standing in for the device
+(the oversamplers with the next seed, i.e. another stream; the engines' one-ulp reference and the batched engine
+against the sequential one), and one tiny ``embalance sweep`` against the same sweep run in-process with the other
+engine; ``tests/test_gpu_check.py`` runs it in CI. ``--device cpu`` does the same at full size (and writes the CPU
+reference sweep).
 
-``--dry-run`` runs every section on the CPU at tiny sizes in well under a minute: the pytest selection (skipped
-without CUDA), the harness with the CPU standing in for the device (the oversamplers with another seed, i.e.
-another random stream; the engines' one-ulp reference and the batched engine against the sequential one, which on
-the CPU must agree exactly), the timing code, and two tiny ``embalance sweep`` runs (sequential and batched
-engine, which must write the same ``metrics.json``). ``tests/test_gpu_check.py`` runs it in CI.
+On the lent GPU machine (no network; Python 3.12 with torch, numpy, scikit-learn, pandas, pytest, but without
+imbalanced-learn, pydantic and MLflow), first, here: ``make run`` (the data) and ``bash benchmarks/gpu_check.sh
+prepare`` (the missing wheels into ``.gpu/wheels``, the CPU reference into ``.gpu/sweep_cpu.json``); then the device
+tool's ``run`` with ``command: bash benchmarks/gpu_check.sh run``,
+``carry: [".gpu", "data/prepared/sst2", "data/embeddings/sst2"]`` and ``timeout_s: 600``. ``$OUT/gpu_check.json``
+and ``$OUT/gpu_check.log`` come back. Exit status 0: every check passed; 1: one failed; 2: bad usage or no CUDA.
 
-On the lent GPU machine (no network; its own Python with torch, numpy, scikit-learn, pandas, pytest; see
-docs/performance.md#gpu-proof), first here: ``bash benchmarks/gpu_check.sh prepare`` (the missing wheels into
-``.gpu/wheels``, and the CPU reference sweep into ``.gpu/sweep_cpu.json`` when ``results/sst2/metrics.json`` was
-made from other embeddings), then the device tool's ``run`` with
-``carry: [".gpu", "data/prepared/sst2", "data/embeddings/sst2"]``, ``timeout_s: 600`` and the command
-``bash benchmarks/gpu_check.sh run``. Exit status 0: every check passed; 1: one failed; 2: bad usage or set-up.
-
-    python benchmarks/gpu_check.py --dry-run                 # CPU only, tiny sizes, < 1 min
-    python benchmarks/gpu_check.py --out gpu_check.json      # on a machine with CUDA (budget: --budget seconds)
+    python benchmarks/gpu_check.py --dry-run                           # CPU only, tiny sizes, < 1 min
+    python benchmarks/gpu_check.py --out .gpu/gpu_check.json           # on a machine with CUDA, <= --budget seconds
     python benchmarks/gpu_check.py --device cpu --only sweep --out .gpu/sweep_cpu.json   # a CPU reference sweep
 """
 
@@ -84,6 +63,7 @@ import yaml
 
 from embalance.data.embeddings import load_embeddings
 from embalance.params import load_params
+from embalance.runtime import available_cpus
 from gpu_harness import TOLERANCES, Report, compare_engines, compare_oversamplers, compare_sweeps
 from machine import matmul_gflops
 from oversample import make_data
@@ -191,7 +171,10 @@ def timing(report: Report, device: str, *, dry_run: bool) -> None:
     print(f"{'engine':>10} {'group':>5} {'wall s':>7} {'fits/s':>7} {'GFLOP/s':>9} {'% of matmul':>11}")
     engines = []
     for engine, group in plan:
-        r = engine_worker(engine, 1, grid, group, device)
+        # CPU: the batched engine trains one group per CPU at once; CUDA: one group after another (one "worker",
+        # so that the groups have the size asked for: the engine sizes them for its workers)
+        workers = available_cpus() if (engine == "batched" and device == "cpu") else 1
+        r = engine_worker(engine, workers, grid, group, device)
         gflops = r["flops"] / r["wall_s"] / 1e9
         engines.append(
             {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU proof in two steps (docs/performance.md#gpu-proof).
 #
-#   bash benchmarks/gpu_check.sh prepare       here, with the project's .venv and a network: into .gpu/wheels the wheels
+#   bash benchmarks/gpu_check.sh prepare       here, with the project's .venv (or PYTHON=...) and a network: into .gpu/wheels the wheels
 #                                              of what the check imports and the GPU machine's python3 lacks (CPython
 #                                              3.12, x86-64; versions from constraints.txt), and into .gpu/sweep_cpu.json
 #                                              a CPU run of the default sweep on data/embeddings/sst2 (the reference the

@@ -103,7 +103,7 @@ def test_sweep_comparison_fails_beyond_its_tolerances() -> None:
     }
     close = json.loads(json.dumps(ref))
     close["smote"]["n8"]["test_balanced_accuracy"] = 0.73  # another stream: within 0.04
-    close["weighted"]["n8"]["test_balanced_accuracy"] = 0.605  # rounding: within 0.01
+    close["weighted"]["n8"]["test_balanced_accuracy"] = 0.603  # rounding: within 0.005
     report = Report()
     compare_sweeps(report, "close", ref, close)
     assert [c.ok for c in report.checks] == [True, True, True]
