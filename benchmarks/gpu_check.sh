@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The GPU proof in two steps (docs/performance.md#gpu-proof).
 #
-#   bash benchmarks/gpu_check.sh prepare       here, with the project's .venv (or PYTHON=...) and a network: into .gpu/wheels the wheels
-#                                              of what the check imports and the GPU machine's python3 lacks (CPython
-#                                              3.12, x86-64; versions from constraints.txt), and into .gpu/sweep_cpu.json
-#                                              a CPU run of the default sweep on data/embeddings/sst2 (the reference the
-#                                              device's sweep is compared with; minutes)
-#   bash benchmarks/gpu_check.sh run [ARGS]    there, without a network: install the carried wheels into a scratch
-#                                              folder, run benchmarks/gpu_check.py with --out $OUT/gpu_check.json (ARGS
-#                                              go to it), and keep its output in $OUT/gpu_check.log
+#   bash benchmarks/gpu_check.sh prepare      here, with the project's .venv (or PYTHON=...) and a network: into
+#                                             .gpu/wheels the wheels of what the check imports and the GPU machine's
+#                                             python3 lacks (CPython 3.12, x86-64; versions from constraints.txt), and
+#                                             into .gpu/sweep_cpu.json a CPU run of the default sweep on
+#                                             data/embeddings/sst2 (the reference the device's sweep is compared with)
+#   bash benchmarks/gpu_check.sh run [ARGS]   there, without a network: install the carried wheels into a scratch
+#                                             folder, run benchmarks/gpu_check.py with --out $OUT/gpu_check.json (ARGS
+#                                             go to it), and keep its output in $OUT/gpu_check.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
