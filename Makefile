@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run paper test test-fast lint ui
+.PHONY: install run paper test test-fast lint ui gpu-check
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ test: install           ## the whole suite, as CI runs it (no network: the encod
 
 test-fast: install      ## the quick loop: skips the end-to-end tests marked `slow` (PostgreSQL, Chromium, dvc repro, serving)
 	HF_HUB_OFFLINE=1 python -m pytest -n 2 -m "not slow"
+
+gpu-check: install      ## the GPU proof: CUDA against the CPU, timed (docs/performance.md#gpu-proof); without CUDA its CPU-only dry run
+	HF_HUB_OFFLINE=1 python benchmarks/gpu_check.py $$(python -c 'import torch; print("" if torch.cuda.is_available() else "--dry-run")') --out .gpu/gpu_check.json
 
 lint: install
 	ruff check src tests benchmarks

@@ -129,11 +129,13 @@ class CellFolds(Sequence):
         return n_train, n_val
 
 
-def worker(engine: str, threads: int, grid: Grid, max_models: int | None) -> dict:
-    """Run one engine over the grid (in a subprocess); print a JSON line."""
+def worker(engine: str, threads: int, grid: Grid, max_models: int | None, device: str = "cpu") -> dict:
+    """Run one engine over the grid on ``device`` (here: in a subprocess; benchmarks/gpu_check.py: in-process)."""
     folds = CellFolds(grid)
     # both readings as the sweep takes them, the fixed one at max_epochs: no fold trains past max_epochs
-    config = TrainConfig(max_epochs=grid.max_epochs, fixed_epochs=grid.max_epochs, patience=grid.patience, device="cpu")
+    config = TrainConfig(
+        max_epochs=grid.max_epochs, fixed_epochs=grid.max_epochs, patience=grid.patience, device=device
+    )
     seeds = [1000 + i for i in range(len(folds))]
     t0 = time.perf_counter()
     if engine == "sequential":

@@ -353,6 +353,7 @@ def test_fitted_attributes_of_a_plain_fit() -> None:
     assert (sampler.status_, sampler.reason_) == ("ok", "")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", ["random", "smote", "borderline", "adasyn"])
 def test_cuda_counts_match_cpu(name: str) -> None:
