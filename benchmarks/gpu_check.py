@@ -296,6 +296,14 @@ def tiny_dataset(root: Path, seed: int) -> Path:
     return root
 
 
+def _sweep_finished(report: Report, label: str, run: dict[str, Any]) -> bool:
+    """Record whether a sweep run finished (with its wall time and cells); print its log's end when it did not."""
+    report.check("sweep", label, run["finished"], run["wall_s"], "s", f"{run['cells']} cells")
+    if not run["finished"]:
+        print(run["log_tail"])
+    return bool(run["finished"])
+
+
 def sweep_section(
     report: Report, params: dict, device: str, *, dry_run: bool, args: argparse.Namespace
 ) -> None:
@@ -315,16 +323,7 @@ def sweep_section(
         with tempfile.TemporaryDirectory() as tmp:
             data = tiny_dataset(Path(tmp) / "data", params["seed"])
             run = run_sweep(Path(tmp), "gpucheck", data, tiny, timeout=120)
-            report.check(
-                "sweep",
-                "tiny embalance sweep (batched engine, cpu): finished",
-                run["finished"],
-                run["wall_s"],
-                "s",
-                f"{run['cells']} cells",
-            )
-            if not run["finished"]:
-                print(run["log_tail"])
+            if not _sweep_finished(report, "tiny embalance sweep (batched engine, cpu): finished", run):
                 return
             from embalance.stages.sweep import metrics_json  # imports MLflow
             from embalance.stages.sweep import run_sweep as sweep_core
@@ -408,16 +407,7 @@ def sweep_section(
     print(
         f"sweep wall time on {device}: {run['wall_s']:.1f} s, {run['cells']} cells{'' if run['finished'] else ' (not finished)'}"
     )
-    report.check(
-        "sweep",
-        f"embalance sweep --dataset {args.dataset} on {device}: finished",
-        run["finished"],
-        run["wall_s"],
-        "s",
-        f"{run['cells']} cells",
-    )
-    if not run["finished"]:
-        print(run["log_tail"])
+    if not _sweep_finished(report, f"embalance sweep --dataset {args.dataset} on {device}: finished", run):
         return
     reference = args.reference or ROOT / "results" / args.dataset / "metrics.json"
     if not reference.is_file():
