@@ -138,6 +138,33 @@ def test_a_worker_killed_mid_cell_loses_nothing(tiny_data: Path, tiny_params: di
     _check_against(proj, one_machine)
 
 
+def test_an_interrupted_driver_resumes_on_the_cluster(tiny_data: Path, tiny_params: dict, tmp_path: Path, one_machine: Path) -> None:
+    """SIGTERM to the driver mid-sweep: the finished cells stay in the checkpoint and the sweep run ends KILLED; the
+    same command resumes on the cluster and runs only the rest, with the one-machine bytes in the end."""
+    import json
+
+    proj = _project(tiny_data, tmp_path, _params(tiny_params))
+    state = proj / ".embalance" / "sweep" / "tiny"
+    with _local_cluster(2) as cluster:
+        env = {"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
+        proc = _sweep(proj, env)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not any(len(f.read_text().splitlines()) >= 3 for f in state.glob("*.jsonl")):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 130, out
+        kept = [json.loads(line)["cell"] for f in state.glob("*.jsonl") for line in f.read_text().splitlines()]
+        assert 3 <= len(kept) < 12
+        again = _finish(_sweep(proj, env))
+    assert f"resuming: {len(kept)} finished cells kept" in again and "Dask cluster" in again
+    cells = pd.read_csv(proj / "results" / "tiny" / "cells.csv")
+    for cell in kept:  # the finished cells were not redone: their MLflow runs are the ones logged before the signal
+        row = cells[(cells.method == cell["method"]) & (cells.minority_size == cell["minority_size"])].iloc[0]
+        assert row.mlflow_run_id == cell["mlflow_run_id"]
+    _check_against(proj, one_machine)
+
+
 def test_cluster_problems_are_one_line_errors_before_any_run(tiny_data: Path, tiny_params: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     proj = _project(tiny_data, tmp_path, _params(tiny_params))
     monkeypatch.chdir(proj)
