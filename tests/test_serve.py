@@ -6,10 +6,7 @@ import contextlib
 import io
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from embalance.cli import main as cli_main
 from embalance.serving import predict as runtime
 from embalance.stages import export
 from tests.conftest import ROOT
+from tests.serving_helpers import free_port, running_server
 from tests.test_export import build_model_dir
 
 GOOD = {"dataframe_split": {"columns": ["text"], "data": [["a gorgeous, witty, seductive movie."], ["the acting is wooden and the plot is thin."]]}}
@@ -107,48 +105,16 @@ def test_predict_cli_csv_and_lines(model_dir: Path, tmp_path: Path, monkeypatch:
     assert predict("--model", "models:/embalance-nosuch@champion", "--tracking-uri", uri) == 2
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(model_uri: str, tracking_uri: str, cwd: Path, timeout: float = 120.0) -> Iterator[str]:
     """`mlflow models serve` on a free loopback port; yields its URL once /ping answers; always stops it."""
-    import requests
-
-    port = _free_port()
+    port = free_port()
     # The server execs `uvicorn` by name: put this interpreter's scripts folder (the venv's bin) first on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri, "EMBALANCE_ORT_THREADS": "1"}
-    log = cwd / "server.log"
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow models serve did not answer /ping within {timeout:.0f}s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with running_server("mlflow models serve", cmd, port, env=env, log=cwd / "server.log", timeout=timeout) as (url, _):
         yield url
-    finally:
-        import signal
-
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.mark.slow

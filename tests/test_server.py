@@ -27,8 +27,8 @@ from embalance.server import checks
 from embalance.server.guard import RequestGuard
 from embalance.serving import predict as runtime
 from tests.conftest import ROOT
+from tests.serving_helpers import free_port, running_server
 from tests.test_export import build_model_dir
-from tests.test_serve import _free_port
 
 JSON, CSV, PARQUET = checks.JSON, checks.CSV, checks.PARQUET
 TEXTS = ["a gorgeous, witty, seductive movie.", "the acting is wooden and the plot is thin."]
@@ -251,35 +251,12 @@ def registered(tmp_path_factory: pytest.TempPathFactory, base_params: dict) -> t
 @contextlib.contextmanager
 def embalance_serve(*argv: str, tracking_uri: str, log: Path, timeout: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
     """`embalance serve` (this checkout's code) on a free loopback port; yields (URL, process) once /ping answers."""
-    import requests
-
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "MLFLOW_TRACKING_URI": tracking_uri, "EMBALANCE_ORT_THREADS": "1"}
     env.pop("MLFLOW_RUN_ID", None)
     cmd = [sys.executable, "-m", "embalance", "serve", "--params", str(ROOT / "params.yaml"), "--port", str(port), *argv]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"embalance serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"embalance serve did not answer /ping within {timeout:.0f}s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url, proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    with running_server("embalance serve", cmd, port, env=env, log=log, timeout=timeout) as started:
+        yield started
 
 
 def _raw_post(url: str, head: bytes, body: bytes, timeout: float = 30.0) -> tuple[bytes, float]:
