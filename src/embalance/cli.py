@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="URI|FOLDER", help="a URI like models:/embalance-sst2@champion, or an MLflow model folder (with MLmodel)")
     p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=5001, metavar="PORT", help="port to listen on (default 5001)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="uvicorn worker processes (default 0: one per available CPU)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="uvicorn worker processes (default 0: one per two available CPUs; one worker keeps about 1.75 cores busy)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, metavar="BYTES", help=f"largest request body accepted; larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES}, 4 MiB)")
     p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS", help=f"seconds for a request's whole body to arrive; a truncated body gets 400 after it (default {DEFAULT_BODY_TIMEOUT:g})")
     p.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow store for models:/ URIs (default: MLFLOW_TRACKING_URI, else tracking.uri of the params)")

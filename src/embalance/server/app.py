@@ -40,7 +40,7 @@ BODY_TIMEOUT_ENV = "EMBALANCE_SERVE_BODY_TIMEOUT"
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What `embalance serve` takes; ``workers`` 0 = one per available CPU."""
+    """What `embalance serve` takes; ``workers`` 0 = one per two available CPUs (:attr:`n_workers`)."""
 
     model: str
     host: str = "127.0.0.1"
@@ -53,7 +53,7 @@ class ServeSettings:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be between 0 and 65535, but got {self.port}.")
         if self.workers < 0:
-            raise ConfigError(f"--workers must be >= 0 (0: one per available CPU, here {available_cpus()}), but got {self.workers}.")
+            raise ConfigError(f"--workers must be >= 0 (0: one per two available CPUs, here {default_workers()}), but got {self.workers}.")
         if self.max_body_bytes < 1:
             raise ConfigError(f"--max-body-bytes must be >= 1, but got {self.max_body_bytes}.")
         if not self.body_timeout > 0:
@@ -61,7 +61,14 @@ class ServeSettings:
 
     @property
     def n_workers(self) -> int:
-        return self.workers or available_cpus()
+        return self.workers or default_workers()
+
+
+def default_workers() -> int:
+    """One worker per two CPUs: one worker keeps about 1.75 cores busy (MLflow runs each request on a thread, and the
+    tokenizer and ONNX Runtime release the GIL), so on 2 cores one worker served 159.6 requests/s and two 122.9
+    (benchmarks/serve.py, docs/performance.md). Capping each worker's threads did not change that on a busy machine."""
+    return max(1, available_cpus() // 2)
 
 
 def local_model(model: str, dst: Path) -> Path:
