@@ -70,6 +70,8 @@ def test_mlflow_ui_shows_cells_and_folds(tiny_params: dict, tiny_data: Path, tmp
     uri = tiny_params["tracking"]["uri"]
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("embalance")
     n_runs = 1 + 3 * 2 + 3 * 2 * 2  # sweep, 3 methods x 2 sizes, 2 folds each
+    (sweep,) = MlflowClient(tracking_uri=uri).search_runs([experiment.experiment_id], "tags.`embalance.run_type` = 'sweep'")
+    assert sweep.info.run_name.startswith("sweep tiny 2-fold 3 methods x 2 sizes [")  # tells this sweep from others
 
     port = free_port()
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
@@ -95,7 +97,7 @@ def test_mlflow_ui_shows_cells_and_folds(tiny_params: dict, tiny_data: Path, tmp
             for handle in b.find_all('.ag-header-cell[col-id="attributes.`Run Name`"] .ag-header-cell-resize'):
                 b.drag_by(handle, 150)  # widen "Run Name" so that the fold names are readable in the screenshot
             expand = [
-                ("sweep tiny", ["none n=8", "random n=8", "smote n=8", "none n=32", "random n=32", "smote n=32"]),
+                (sweep.info.run_name, ["none n=8", "random n=8", "smote n=8", "none n=32", "random n=32", "smote n=32"]),
                 ("none n=8", ["none n=8 fold 0", "none n=8 fold 1"]),
                 ("random n=32", ["random n=32 fold 0", "random n=32 fold 1"]),
             ]
