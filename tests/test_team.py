@@ -34,7 +34,8 @@ from optuna.trial import TrialState
 from embalance.cli import main as cli_main
 
 from .conftest import ROOT
-from .test_serve import GOOD, _free_port, serving
+from .serving_helpers import free_port
+from .test_serve import GOOD, serving
 
 pytestmark = pytest.mark.slow  # end to end on real services (STYLE.md 9): `make test` runs it, `make test-fast` skips it
 
@@ -137,7 +138,7 @@ def tracking_server(postgres_server, tmp_path_factory: pytest.TempPathFactory) -
     backend = postgres_server()
     root = tmp_path_factory.mktemp("mlflow-server")
     artifacts = root / "artifacts"
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
     log = root / "server.log"
