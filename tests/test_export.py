@@ -348,7 +348,9 @@ def test_run_writes_models_logs_registers_and_moves_alias(
     logged = mlflow_logged_model(client, champion)
     assert logged.metrics and {m.key for m in logged.metrics} >= {"test_balanced_accuracy", "classifier_max_abs_diff"}
     run = client.get_run(champion.run_id)
-    assert run.data.params["method"] == "random" and run.data.params["override.train.lr"] == "0.002"
+    # Params under their params.yaml keys, the effective ones (best.json's override applied); choices as tags.
+    assert run.data.params["method"] == "random" and run.data.params["train.lr"] == "0.002" and run.data.params["export.encoder_graph"] == "auto"
+    assert not [k for k in run.data.params if k.startswith("override.")] and run.data.tags["embalance.encoder_graph"] in ("fused", "plain")
     assert run.data.tags["embalance.run_type"] == "export"
     assert run.data.metrics["classifier_max_abs_diff"] <= 1e-4 and "test_balanced_accuracy" in run.data.metrics
     runs = client.search_runs([run.info.experiment_id], filter_string="tags.`embalance.run_type` = 'export'")

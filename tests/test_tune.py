@@ -90,6 +90,15 @@ def test_same_seed_same_trials_and_best_json(project: tuple[Path, dict], tmp_pat
     best = json.loads(Path(client.download_artifacts(study_run.info.run_id, "best_params.json")).read_text())
     assert best["method"] == study_run.data.tags["best_method"] and best["validation_balanced_accuracy"] == study_run.data.metrics["best_validation_balanced_accuracy"]
     assert "best_params" not in study_run.data.tags  # a JSON artifact, not a stringified dict
+    # Every run type logs its params under their params.yaml keys: the study's settings, and on trials every value
+    # the trial trains with (the searched ones with the trial's values), as on cell runs.
+    sp = study_run.data.params
+    assert sp["tune.n_trials"] == "4" and sp["tune.sampler"] == "tpe" and sp["tune.study_name"] == "tiny-n32-tpe" and sp["cv.n_folds"] == "6"
+    assert sp["tune.storage"] == p["tune"]["storage"] and sp["tune.methods"] == "['random', 'smote']" and "tune.space.train.lr" in sp
+    assert not {"n_trials", "sampler", "storage", "study_name"} & set(sp)
+    t = _study(p).trials[int(one.data.tags["optuna.trial_number"])]  # the same trials in both storages (same seed)
+    assert one.data.params["train.lr"] == str(t.params["train.lr"]) and one.data.params["train.max_epochs"] == "6"
+    assert one.data.params["method"] == t.params["method"] and one.data.params["cv.n_folds"] == "6"
 
 
 def test_the_search_never_loads_the_test_set(project: tuple[Path, dict]) -> None:

@@ -5,6 +5,7 @@ A method is ``<base>[+mixup][+refit]``; :func:`parse_method` turns a name into a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +79,39 @@ def why_not_rows(spec: MethodSpec) -> str:
         "random": "`random` oversampling copies real rows and makes no synthetic samples",
         "undersample": "`undersample` removes majority rows and adds none",
     }.get(spec.base, f"`{spec.base}` rebalances through the loss and adds no rows")
+
+
+def run_params(params: Mapping[str, Any], dataset: str, method: str, size: int | str, draw: int | None = 0) -> dict[str, Any]:
+    """The MLflow params of a run that trains ``method`` (a cell, a trial, a final evaluation, an export): what defines
+    it (dataset, method and its parts, size, draw; ``draw=None`` for runs over every draw), then every params.yaml
+    value it uses, under its params.yaml key (``train.lr``, ``augment.vae.latent_dim``), so that one column in
+    MLflow's UI means one setting whichever kind of run it is on."""
+    aug = params["augment"]
+    spec = parse_method(method)
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "method": method,
+        "base_method": spec.base,
+        "mixup": spec.mixup,
+        "last_layer_refit": spec.refit,
+        "loss": spec.loss,
+        "minority_size": size,
+        **({"draw": draw} if draw is not None else {"imbalance.draws": params["imbalance"].get("draws", 1)}),
+        "seed": params["seed"],
+        "imbalance.minority_classes": params["imbalance"]["minority_classes"],
+        "imbalance.majority_cap": params["imbalance"]["majority_cap"],
+        "cv.n_folds": params["cv"]["n_folds"],
+        "augment.backend": aug["backend"],
+    }
+    used = ["target"]
+    if spec.base in ("smote", "borderline", "adasyn"):
+        used += ["k_neighbors", "on_small_class"]
+    if spec.base == "borderline":
+        used += ["m_neighbors", "borderline_kind"]
+    out.update({f"augment.{k}": aug[k] for k in used if k in aug})
+    sections = [("logit_adjusted", spec.base == "logit_adjusted"), ("mixup", spec.mixup), ("refit", spec.refit), ("vae", spec.base == "vae")]
+    for section, uses in sections:
+        if uses:
+            out.update({f"augment.{section}.{k}": v for k, v in aug[section].items()})
+    out.update({f"train.{k}": v for k, v in params["train"].items()})
+    return out

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from embalance.errors import ConfigError, EmbalanceError, InfeasibleResampling
-from embalance.experiment.methods import parse_method
+from embalance.experiment.methods import parse_method, run_params
 from embalance.experiment.metrics import test_metrics
 from embalance.experiment.model import MLP
 from embalance.experiment.recipe import apply_refit, draw_pool, fold_job
@@ -555,9 +555,11 @@ def run(
     )
     if register:
         tracking.setup(effective)
-        emb_tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset}
-        flat = {"method": choice.method, "minority_size": choice.minority_size, "data": choice.data, "source": choice.source, "encoder_graph": encoder["chosen"],
-                "seed": effective["seed"], **{f"override.{k}": v for k, v in choice.overrides.items()}}  # fmt: skip
+        # Params under their params.yaml keys (the effective ones: params.yaml with best.json's overrides applied, as on
+        # cell and trial runs); what was chosen from them (the source, the encoder graph `auto` picked) as tags.
+        emb_tags = {**tracking.git_info(), **emb.tags, "embalance.dataset": dataset, "embalance.source": choice.source, "embalance.encoder_graph": encoder["chosen"]}
+        flat = {**run_params(effective, dataset, choice.method, choice.minority_size if choice.minority_size is not None else choice.data, draw=None), "data": choice.data,
+                **{f"export.{k}": v for k, v in effective.get("export", {}).items()}}  # fmt: skip
         metrics = {**{k: v for k, v in test.items() if np.isfinite(v)}, **fit.metrics, "encoder_min_cosine": encoder["graphs"][encoder["chosen"]]["min_cosine"],
                    "classifier_max_abs_diff": classifier["max_abs_diff_probabilities"]}  # fmt: skip
         training = record["training"]

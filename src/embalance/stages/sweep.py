@@ -36,11 +36,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from embalance import tracking
-from embalance.cluster import connect, describe, run_cells_on, scheduler_address
+from embalance.cluster import code_digest, connect, describe, run_cells_on, scheduler_address
 from embalance.data.embeddings import load_embeddings
 from embalance.errors import ConfigError
 from embalance.experiment.cells import Cell, FoldOutcome, over_draws, run_cells, summarise
-from embalance.experiment.methods import parse_method
+from embalance.experiment.methods import run_params
 from embalance.experiment.metrics import TEST_METRICS
 from embalance.experiment.protocol import Embeddings, check_sizes
 from embalance.experiment.recipe import draw_key, n_draws
@@ -49,40 +49,6 @@ from embalance.runtime import seed_everything
 
 if TYPE_CHECKING:
     from distributed import Client
-
-
-def cell_params(params: Mapping[str, Any], dataset: str, method: str, size: int, draw: int = 0) -> dict[str, Any]:
-    """A cell's MLflow params: what defines the cell (dataset, method and its parts, size, draw), then every
-    params.yaml value it uses, under its params.yaml key (``train.lr``, ``augment.vae.latent_dim``), as trials do."""
-    aug = params["augment"]
-    spec = parse_method(method)
-    out: dict[str, Any] = {
-        "dataset": dataset,
-        "method": method,
-        "base_method": spec.base,
-        "mixup": spec.mixup,
-        "last_layer_refit": spec.refit,
-        "loss": spec.loss,
-        "minority_size": size,
-        "draw": draw,
-        "seed": params["seed"],
-        "imbalance.minority_classes": params["imbalance"]["minority_classes"],
-        "imbalance.majority_cap": params["imbalance"]["majority_cap"],
-        "cv.n_folds": params["cv"]["n_folds"],
-        "augment.backend": aug["backend"],
-    }
-    used = ["target"]
-    if spec.base in ("smote", "borderline", "adasyn"):
-        used += ["k_neighbors", "on_small_class"]
-    if spec.base == "borderline":
-        used += ["m_neighbors", "borderline_kind"]
-    out.update({f"augment.{k}": aug[k] for k in used if k in aug})
-    sections = [("logit_adjusted", spec.base == "logit_adjusted"), ("mixup", spec.mixup), ("refit", spec.refit), ("vae", spec.base == "vae")]
-    for section, uses in sections:
-        if uses:
-            out.update({f"augment.{section}.{k}": v for k, v in aug[section].items()})
-    out.update({f"train.{k}": v for k, v in params["train"].items()})
-    return out
 
 
 def sweep_params(params: Mapping[str, Any], dataset: str, draws: Sequence[int]) -> dict[str, Any]:
@@ -229,7 +195,7 @@ def _log_cell(
     outcomes: Sequence[FoldOutcome],
     summary: Mapping[str, Any],
 ) -> None:
-    cp = cell_params(params, dataset, *cell)
+    cp = run_params(params, dataset, *cell)
     for o in outcomes:
         fold_id = writer.create(f"{name} fold {o.fold}", run_id, {"embalance.run_type": "fold", "embalance.draw": str(cell[2])})
         writer.log(
@@ -341,10 +307,7 @@ def resume_key(params: Mapping[str, Any], emb: Embeddings, draws: Sequence[int] 
     h.update(json.dumps(relevant, sort_keys=True, default=str).encode())
     h.update(json.dumps({k: v for k, v in emb.tags.items() if k.endswith("md5")}, sort_keys=True).encode())
     # The code that computes a cell: the experiment core and this stage (the same folders dvc.yaml names as deps).
-    package = Path(__file__).parent.parent
-    for path in sorted([*(package / "experiment").rglob("*.py"), Path(__file__)]):
-        h.update(path.relative_to(package).as_posix().encode())
-        h.update(path.read_bytes())
+    h.update(code_digest(Path(__file__)).encode())
     return h.hexdigest()[:16]
 
 

@@ -25,6 +25,7 @@ the full protocol (every draw) on the balanced test set; both go to MLflow and t
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -44,6 +45,7 @@ from embalance import tracking
 from embalance.data.embeddings import load_embeddings
 from embalance.errors import ConfigError
 from embalance.experiment.cells import fold_outcome, over_draws, run_cells, summarise
+from embalance.experiment.methods import run_params
 from embalance.experiment.protocol import Embeddings
 from embalance.experiment.recipe import FoldOutcome, apply_refit, cell_folds
 from embalance.experiment.train import TrainConfig, fit_mlp
@@ -201,7 +203,8 @@ def _run_trial(
             with tracking.deferred_interrupts():
                 run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number), "embalance.worker": worker})
                 config = trial_config(trial, spec)
-                writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **config})
+                # Every value the trial trains with, under its params.yaml key, as on cell runs; the searched ones among them.
+                writer.log(run_id, params={**run_params(with_overrides(params, config), spec.dataset, config["method"], spec.size, draw=None), **config})
             for draw, outcome in validation_folds(emb, params, spec, config):
                 where = f"fold {outcome.fold}" if spec.draws == 1 else f"fold {outcome.fold} of draw {draw}"
                 if outcome.status != "ok":
@@ -295,7 +298,27 @@ def run_worker_processes(
 
 
 # ------------------------------------------------------------------------------------------- stage entry
-def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: str | None, *, reopen: bool) -> str:
+def study_run_params(params: Mapping[str, Any], spec: StudySpec) -> dict[str, Any]:
+    """The study run's MLflow params, under their params.yaml keys: the values the study was created with (the
+    resolved name, the storage without its password, the trial count the sampler runs: a grid's size on a grid)."""
+    tune = params["tune"]
+    return {
+        "dataset": spec.dataset,
+        "minority_size": spec.size,
+        "seed": params["seed"],
+        "imbalance.draws": spec.draws,
+        "cv.n_folds": params["cv"]["n_folds"],
+        "tune.study_name": spec.name,
+        "tune.storage": _without_password(spec.storage),
+        "tune.n_trials": spec.n_trials,
+        "tune.sampler": spec.sampler,
+        "tune.methods": list(spec.methods),
+        **{f"tune.{k}": tune[k] for k in ("pruner", "wilcoxon_p", "n_startup_folds") if k in tune},
+        **{f"tune.space.{d.key}": json.dumps(tune["space"][d.key], sort_keys=True, default=str) for d in spec.dims if d.key in tune.get("space", {})},
+    }
+
+
+def _study_parent_run(writer: tracking.RunWriter, params: Mapping[str, Any], spec: StudySpec, parent_id: str | None, *, reopen: bool) -> str:
     """The MLflow run of a study: found by its tag when the study is resumed or joined, created once otherwise.
 
     ``reopen`` marks a found run as running again (the invocation that will finish the study); workers that only
@@ -311,7 +334,7 @@ def _study_parent_run(writer: tracking.RunWriter, spec: StudySpec, parent_id: st
             writer.client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
     run_id = writer.create(f"tune {spec.dataset} n={spec.size}", parent_id, {"embalance.run_type": "study", "embalance.study": spec.name})
-    writer.log(run_id, params={"study_name": spec.name, "storage": _without_password(spec.storage), "n_trials": spec.n_trials, "sampler": spec.sampler, "minority_size": spec.size, "methods": ",".join(spec.methods), "draws": spec.draws})
+    writer.log(run_id, params=study_run_params(params, spec))
     return run_id
 
 
@@ -341,7 +364,7 @@ def run_study(
         import mlflow
 
         active = mlflow.active_run()
-        parent = _study_parent_run(writer, spec, active.info.run_id if active else None, reopen=not worker_only)
+        parent = _study_parent_run(writer, params, spec, active.info.run_id if active else None, reopen=not worker_only)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     role = "worker" if worker_only else "main"
     print(f"tune {spec.dataset} n={spec.size} ({role} {worker_name()}): study {spec.name!r} in {_without_password(spec.storage)}: "
@@ -434,7 +457,8 @@ def finish_study(
         }
     for label, summary in (("tuned", tuned), ("default", default)):
         run_id = writer.create(f"{label} {config['method']} n={spec.size}", parent, {"embalance.run_type": f"final_{label}"})
-        writer.log(run_id, params={"method": config["method"], "minority_size": spec.size, **(result["overrides"] if label == "tuned" else {})}, metrics={k: v for k, v in summary.items() if isinstance(v, float)})
+        evaluated = with_overrides(params, config) if label == "tuned" else params
+        writer.log(run_id, params=run_params(evaluated, spec.dataset, config["method"], spec.size, draw=None), metrics={k: v for k, v in summary.items() if isinstance(v, float)})
         writer.finish(run_id)
     tables, figures = ensure_writable_dir(out_dir / "tune"), ensure_writable_dir(out_dir / "tune_plots")
     plots = _plots(study, figures / f"n{spec.size}")
