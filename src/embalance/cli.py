@@ -26,7 +26,6 @@ import re
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,7 +39,6 @@ from embalance.server import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "serve", "pipeline", "cell")
 # The folder a stage reads, per sub-command (a key of embalance.io.LAYOUT): a dataset whose inputs exist is accepted.
 READS = {"embed": "prepared", "sweep": "embeddings", "tune": "embeddings", "cell": "embeddings", "export": "embeddings"}
-USES_RUNTIME = ("embed", "export", "predict", "serve", "pipeline")  # the commands that import embalance.serving.predict
 
 
 class _Parser(argparse.ArgumentParser):
@@ -333,21 +331,6 @@ def _check_datasets(args: argparse.Namespace, params: dict[str, Any]) -> None:
         check_dataset(args.dataset, data, inputs, kind or "")
 
 
-def _import_runtime() -> None:
-    """Import the serving runtime (embed, export and predict use it) without MLflow's "Add type hints" warning.
-
-    MLflow warns ("Add type hints to the `predict` method") when embalance.serving.predict defines its untyped
-    EmbalanceTextModel: nothing a user can act on (the model's signature is logged explicitly). MLflow shows it under
-    its own "once" filter, so a filter cannot silence it; it is caught here and every other warning shown as usual.
-    The cause is fixed by annotating `model_input` in serving/predict.py; serving/mlflow_model.py does the same.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        import embalance.serving.predict  # noqa: F401
-    for w in caught:
-        if "Add type hints to the `predict` method" not in str(w.message):
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
@@ -358,8 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         params = load_params(args.params, _overrides(args))
         _check_datasets(args, params)
-        if args.command in USES_RUNTIME:
-            _import_runtime()
         with removed_if_left_empty():  # a stage that fails leaves no empty output folder
             return args.func(args, params) or 0
     except EmbalanceError as e:

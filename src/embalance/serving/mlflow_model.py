@@ -7,18 +7,8 @@ loaded: it builds the model from :mod:`embalance.serving.predict`, which is ship
 
 from __future__ import annotations
 
-import warnings
-
 import mlflow
 
-# EmbalanceTextModel.predict is untyped on purpose (the logged signature is explicit), and MLflow says so with a
-# UserWarning ("Add type hints to the `predict` method") when the class is defined, i.e. at every load: nothing a
-# user can act on. MLflow shows it under its own "once" filter, so it is caught here; other warnings are shown.
-# The cause is fixed by annotating `model_input` in serving/predict.py (embalance.cli does the same).
-with warnings.catch_warnings(record=True) as caught:
-    from embalance.serving.predict import EmbalanceTextModel
-for w in caught:
-    if "Add type hints to the `predict` method" not in str(w.message):
-        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+from embalance.serving.predict import EmbalanceTextModel
 
 mlflow.models.set_model(EmbalanceTextModel())
