@@ -88,11 +88,12 @@ def connect(address: str, timeout: float) -> Iterator[Client]:
             client.close()
 
 
-def code_digest() -> str:
-    """A hash of the code that computes a cell (the experiment core), to refuse workers that run other code."""
+def code_digest(*extra: Path) -> str:
+    """A hash of the code that computes a cell (the experiment core, and ``extra`` files of the package), to refuse
+    workers that run other code; the sweep's resume key hashes it with the sweep stage's own file."""
     package = Path(__file__).parent
     h = hashlib.sha256()
-    for path in sorted((package / "experiment").rglob("*.py")):
+    for path in sorted([*(package / "experiment").rglob("*.py"), *extra]):
         h.update(path.relative_to(package).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -133,9 +134,10 @@ def run_cells_on(
     if not cells:
         return
     shared = client.scatter(emb, broadcast=True, hash=False)
+    digest = code_digest()  # each task checks its worker's code against it (workers may join mid-sweep)
     token = uuid.uuid4().hex[:8]  # a fresh key per sweep: the scheduler never hands back an old sweep's result
     futures = {
-        client.submit(run_cell_task, shared, cell, params, dataset, key=f"embalance-cell-{dataset}-{cell[0]}-n{cell[1]}-d{cell[2]}-{token}", pure=False): cell
+        client.submit(run_cell_task, shared, cell, params, dataset, digest, key=f"embalance-cell-{dataset}-{cell[0]}-n{cell[1]}-d{cell[2]}-{token}", pure=False): cell
         for cell in cells
     }
     try:
@@ -150,9 +152,25 @@ def run_cells_on(
                 client.cancel(pending)
 
 
-def run_cell_task(emb: Embeddings, cell: Cell, params: Mapping[str, Any], dataset: str) -> list[FoldOutcome]:
-    """On a worker: one cell's folds, trained with one thread (the worker's threads are the parallelism)."""
+def run_cell_task(emb: Embeddings, cell: Cell, params: Mapping[str, Any], dataset: str, digest: str | None = None) -> list[FoldOutcome]:
+    """On a worker: one cell's folds, trained with one thread (the worker's threads are the parallelism).
+
+    ``digest``: the driver's :func:`code_digest`. The driver checks the workers it finds when it connects; this
+    check refuses a worker that joined later with other code, before it computes anything.
+    """
     from embalance.experiment.cells import run_cells
+
+    if digest is not None and (mine := code_digest()) != digest:
+        try:
+            from distributed import get_worker
+
+            where = f"Dask worker {get_worker().address}"
+        except (ImportError, ValueError):  # not on a worker (called directly)
+            where = "This process"
+        raise ConfigError(
+            f"{where} runs other embalance code than the driver (experiment code {mine}, the driver's {digest}); "
+            "install the same version there, or the results would not be the ones recorded."
+        )
 
     p = copy.deepcopy(dict(params))
     p["train"] = {**p["train"], "threads": 1}  # a speed setting: the fold metrics are the same with any thread count
