@@ -130,6 +130,24 @@ def test_byte_budget_splits_groups(folds: list[Fold], batched: list[FitResult]) 
         assert_same_fit(a, b)
 
 
+@pytest.mark.parametrize("budget_folds", [None, 3])
+def test_planned_sizes_give_each_group_the_bits_of_its_own_call(folds: list[Fold], budget_folds: int | None) -> None:
+    """``sizes`` (the sweep's one group per cell): each planned group's folds get exactly the numbers a call on those
+    folds alone gives, also when the byte budget cuts a group short (the planned boundaries hold)."""
+    budget = None if budget_folds is None else budget_folds * 4 * 24 * (200 + 50)
+    kw = {"n_classes": N_CLASSES, "config": CONFIG, "max_group_bytes": budget}
+    planned = fit_mlp_batched(folds, seeds=SEEDS, sizes=[2, 4], **kw)
+    alone = fit_mlp_batched(folds[:2], seeds=SEEDS[:2], sizes=[2], **kw) + fit_mlp_batched(folds[2:], seeds=SEEDS[2:], sizes=[4], **kw)
+    for a, b in zip(planned, alone, strict=True):
+        assert_same_fit(a, b, tol=0.0)
+
+
+@pytest.mark.parametrize("sizes", [[2, 3], [2, 5], [0, 6], [6]])
+def test_bad_planned_sizes_are_refused(folds: list[Fold], sizes: list[int]) -> None:
+    with pytest.raises(ConfigError, match=rf"`sizes` must be positive group sizes of at most max_models_per_group=4 that sum to the 6 folds, but got \{sizes}"):
+        fit_mlp_batched(folds, n_classes=N_CLASSES, config=CONFIG, seeds=SEEDS, max_models_per_group=4, sizes=sizes)
+
+
 def test_finished_fold_is_frozen(folds: list[Fold], batched: list[FitResult]) -> None:
     """A fold that stops early ends exactly as if training had ended there, whatever the others still do."""
     first = min(range(len(folds)), key=lambda i: batched[i].epochs_run)

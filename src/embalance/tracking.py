@@ -314,17 +314,18 @@ class RunWriter:
             ms.extend(Metric(key, float(v), now, step) for step, v in enumerate(values, start=1))
         ps = [Param(k, str(v)) for k, v in (params or {}).items()]
         ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
-        chunks = [ms[i : i + 1000] for i in range(0, len(ms), 1000)] or [[]]
-        for j, chunk in enumerate(chunks):
-            self.client.log_batch(run_id, metrics=chunk, params=ps if j == 0 else [], tags=ts if j == 0 else [])
+        self._log_batches(run_id, ms, ps, ts)
 
     def log_points(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
         """Metric values at given steps, as (key, value, step): a curve over anything countable (a minority size)."""
         now = int(time.time() * 1000)
-        ms = [Metric(k, float(v), now, int(step)) for k, v, step in points]
-        for i in range(0, len(ms), 1000):
-            self.client.log_batch(run_id, metrics=ms[i : i + 1000])
+        self._log_batches(run_id, [Metric(k, float(v), now, int(step)) for k, v, step in points], [], [])
+
+    def _log_batches(self, run_id: str, ms: list[Metric], ps: list[Param], ts: list[RunTag]) -> None:
+        # log_batch takes at most 1000 metrics, 100 params and 100 tags per call: as few calls as those limits allow.
+        calls = max(1, -(-len(ms) // 1000), -(-len(ps) // 100), -(-len(ts) // 100))
+        for j in range(calls):
+            self.client.log_batch(run_id, metrics=ms[j * 1000 : (j + 1) * 1000], params=ps[j * 100 : (j + 1) * 100], tags=ts[j * 100 : (j + 1) * 100])
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
