@@ -251,7 +251,7 @@ def test_vae_latent_size_is_tunable_and_must_be_positive(project: tuple[Path, di
 
 def test_grid_checks_table(project: tuple[Path, dict]) -> None:
     root, p = project
-    p["tune"].update(sampler="grid", methods=["random", "smote"], grid={"augment.k_neighbors": [3, 5, 7]})
+    p["tune"].update(sampler="grid", methods=["random", "smote"], grid={"augment.k_neighbors": [3, 5, 7]}, n_trials=9)  # a grid ignores n_trials
     p["tune"]["space"]["augment.vae.latent_dim"] = {"type": "categorical", "choices": [32, 64, 128], "methods": ["vae"]}
     p["tune"]["grid"]["augment.vae.latent_dim"] = [32, 64, 128]  # applies to no method in tune.methods here
     tune.run(p, "tiny")
@@ -260,6 +260,10 @@ def test_grid_checks_table(project: tuple[Path, dict]) -> None:
     assert configs == [("random", None), ("smote", 3), ("smote", 5), ("smote", 7)]
     table = (root / "results" / "tiny" / "tune" / "grid_n32.md").read_text()
     assert "| smote | 7 |" in table and "| random |  |" in table
+    # The study run logs the trial count the grid runs (4 checks), not params.yaml's n_trials, under its key.
+    client = MlflowClient(tracking_uri=p["tracking"]["uri"])
+    (study_run,) = client.search_runs([client.get_experiment_by_name("embalance").experiment_id], filter_string="tags.`embalance.study` = 'tiny-n32-grid' and tags.`embalance.run_type` = 'study'")
+    assert study_run.data.params["tune.n_trials"] == "4" != str(p["tune"]["n_trials"]) and study_run.data.params["tune.sampler"] == "grid"
 
 
 @pytest.mark.slow
