@@ -197,19 +197,20 @@ def test_cluster_problems_are_one_line_errors_before_any_run(tiny_data: Path, ti
             assert cli_main([*argv, "--set", "cluster.connect_timeout=60", "--set", f"cluster.address={cluster.scheduler_address}"]) == 2
             err = capsys.readouterr().err
             assert "run other embalance code than this driver" in err and f"experiment code {code_digest()}" in err, err
-            # A worker that joins after the driver connected is refused by the task itself, before it computes.
+            # A worker that joins after the driver connected (past the check above) is refused by the task itself,
+            # before it computes, and the driver's loop stops with that error.
             from distributed import Client
 
-            from embalance.cluster import run_cell_task
+            from embalance.cluster import run_cells_on
             from embalance.data.embeddings import load_embeddings
             from embalance.errors import ConfigError
 
             emb = load_embeddings("tiny", proj / "data" / "embeddings" / "tiny", proj / "data" / "prepared" / "tiny")
             with Client(cluster.scheduler_address, timeout=60) as client:
                 (bad,) = client.scheduler_info(n_workers=-1)["workers"]
-                task = client.submit(run_cell_task, emb, ("random", 8, 0), _params(tiny_params), "tiny", code_digest(), workers=[bad], pure=False)
+                cells = run_cells_on(client, emb, [("random", 8, 0), ("none", 8, 0)], params=_params(tiny_params), dataset="tiny")
                 with pytest.raises(ConfigError, match=f"Dask worker {bad} runs other embalance code than the driver .*the driver's {code_digest()}"):
-                    task.result(timeout=120)
+                    next(cells)
         finally:
             worker.terminate()
             worker.wait(timeout=60)
