@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -11,11 +12,21 @@ from mlflow.tracking import MlflowClient
 from embalance.tracking import RunWriter
 
 
-def test_a_run_with_more_than_one_batch_of_each_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A store of this test's own, as the process's tracking URI (another test of the process may have set one)."""
+    uri, before = f"sqlite:///{tmp_path}/mlflow.db", mlflow.get_tracking_uri()
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    exp = mlflow.create_experiment("writer", artifact_location=str(tmp_path / "artifacts"))
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def test_a_run_with_more_than_one_batch_of_each_kind(store: str, tmp_path: Path) -> None:
+    uri = store
+    exp = MlflowClient(uri).create_experiment("writer", artifact_location=str(tmp_path / "artifacts"))
     writer = RunWriter(exp, {"base": "1"})
     run_id = writer.create("big", None)
     params = {f"section.key{i}": i for i in range(250)}
