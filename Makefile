@@ -21,7 +21,7 @@ run: install            ## prepare -> embed -> sweep for the datasets in params.
 	dvc repro
 
 paper: install          ## the study on IMDB, SST-2 and AG News, 5 draws per size (studies/paper; about an hour on 2 cores)
-	dvc repro studies/paper/dvc.yaml
+	cd studies/paper && dvc repro   # a DVC repository of its own (dvc init --subdir): see studies/paper/.dvcignore
 
 test: install           ## the whole suite, as CI runs it (no network: the encoder comes from a package)
 	HF_HUB_OFFLINE=1 python -m pytest -n 2

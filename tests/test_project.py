@@ -65,6 +65,9 @@ def test_dvc_stages_call_the_cli_and_name_real_params(base_params: dict) -> None
         for dep in sources:
             assert (ROOT / dep).exists(), f"dvc.yaml stage {name!r} depends on {dep!r}, which does not exist"
         for key in body["params"]:
+            if isinstance(key, dict):  # the whole file (the validate stage)
+                assert key == {"params.yaml": None}, (name, key)
+                continue
             node = base_params
             for part in key.split("."):
                 assert part in node, f"dvc.yaml stage {name!r} names param {key!r}, which params.yaml lacks"
@@ -84,3 +87,7 @@ def test_the_paper_study_runs_the_projects_pipeline_with_its_own_params() -> Non
     assert (study / params["data"]["mirror"]).resolve() == (ROOT / default["data"]["mirror"]).resolve()
     differs = sorted(k for k in default if params[k] != default[k])
     assert differs == ["data", "export", "imbalance", "tune"], differs
+    # A DVC repository of its own, so that the project's `dvc status`, `dvc exp run` and `dvc plots` see only the default
+    # pipeline (the study's cached outputs are in no cache a fresh clone has); its plot templates are the project's.
+    assert (study / ".dvc" / "config").is_file() and (study / ".dvcignore").is_file()
+    assert (study / ".dvc" / "plots").resolve() == (ROOT / ".dvc" / "plots").resolve()

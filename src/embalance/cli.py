@@ -1,5 +1,6 @@
 """The `embalance` command: one sub-command per pipeline stage, plus `pipeline` and `cell`.
 
+    embalance validate                         # DVC stage `validate`: params.yaml checked before any stage runs
     embalance prepare  --dataset sst2          # DVC stage `prepare`
     embalance embed    --dataset sst2          # DVC stage `embed`
     embalance sweep    --dataset sst2          # DVC stage `sweep`
@@ -36,7 +37,7 @@ from embalance.io import check_dataset, default_dir, removed_if_left_empty
 from embalance.params import SAMPLERS
 from embalance.server import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 
-STAGES = ("prepare", "embed", "sweep", "tune", "export", "report", "predict", "serve", "pipeline", "cell")
+STAGES = ("validate", "prepare", "embed", "sweep", "tune", "export", "report", "predict", "serve", "pipeline", "cell")
 # The folder a stage reads, per sub-command (a key of embalance.io.LAYOUT): a dataset whose inputs exist is accepted.
 READS = {"embed": "prepared", "sweep": "embeddings", "tune": "embeddings", "cell": "embeddings", "export": "embeddings"}
 
@@ -74,6 +75,12 @@ def _list_override(key: str, raw: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- the sub-commands
+def _validate(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from embalance.stages import validate
+
+    validate.run(params, args.out)
+
+
 def _prepare(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from embalance.data import prepare
 
@@ -202,6 +209,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 # ------------------------------------------------------------------------------------------------ the parser
 # Each sub-command: a one-line summary (the list of `embalance --help`) and what it reads and writes (its --help).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("check params.yaml (schema, known datasets) and change nothing",
+                 "Check the params file against the schema (unknown keys, types, ranges) and that every dataset of "
+                 "data.datasets can be read; with --out, write a fixed line there (DVC's first stage: a bad params.yaml "
+                 "stops `dvc repro` before DVC removes any stage's outputs)."),
     "prepare": ("read a dataset's splits and write Parquet",
                 "Read the train and test splits of --dataset (from data.mirror, else the Hugging Face Hub entry data.hub.<dataset>), "
                 "cap and balance them as params.yaml says, and write train.parquet, test.parquet and meta.json."),
@@ -252,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="embalance", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"embalance {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _sub(sub, "validate", _validate, dataset=False)
+    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write a fixed line here when the params pass (DVC's output)")
     p = _sub(sub, "prepare", _prepare)
     _dirs(p, "out", out="data/prepared/<dataset>")
     p = _sub(sub, "embed", _embed)
@@ -325,7 +338,7 @@ def _check_datasets(args: argparse.Namespace, params: dict[str, Any]) -> None:
     elif args.command == "pipeline":
         for name in data["datasets"]:
             check_dataset(name, data)
-    elif args.command not in ("predict", "serve"):
+    elif args.command not in ("predict", "serve", "validate"):  # validate checks them itself
         kind = READS.get(args.command)
         inputs = (getattr(args, kind) or default_dir(kind, args.dataset)) if kind else None
         check_dataset(args.dataset, data, inputs, kind or "")
