@@ -111,9 +111,10 @@ def test_small_test_set_warning_in_console_mlflow_and_readme(tiny_params: dict, 
     params["data"]["class_names"]["toy"] = ["w", "x", "y", "z"]
     out = report.run(params, ["toy"], results_dir=tmp_path / "results", out_dir=tmp_path / "reports", embeddings_dir=tmp_path / "embeddings", progress=False)
     assert "report toy: warning: - **Small test set of toy: 9 rows per class** (36 rows, 4 classes" in capsys.readouterr().out
-    readme = (out / "README.md").read_text()
-    full = readme[readme.index('<a id="results-toy"></a>'):]
+    text = (out / "README.md").read_text()
+    full = text[text.index('<a id="results-toy"></a>'):]
     assert full.split("\n\n")[2].startswith("- **Small test set of toy: 9 rows per class**")  # at the top of the dataset's section
+    readme = " ".join(text.split())  # the prose as words: wrapping moves line breaks
     assert "Balanced test set: 9, 9, 9, 9 rows per class." in readme
     assert "v_test = (1/C²)·Σ_c p̃_c(1 − p̃_c)/m_c" in readme  # the formula, in "How the numbers were made"
     client = MlflowClient(tracking_uri=params["tracking"]["uri"])

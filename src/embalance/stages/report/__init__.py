@@ -181,6 +181,7 @@ from .text import (
     training_length_file_text,
     unit_lines,
     variant_lines,
+    wrap_prose,
 )
 
 EMBEDDINGS_ROOT = default_dir("embeddings")  # <dataset> folders below
@@ -331,22 +332,22 @@ def _write_tables(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[str,
     d, alpha = r.dataset, float(rep["alpha"])
     r.summary.to_csv(tables / f"{d}_results.csv", index=False)
     r.comparisons.to_csv(tables / f"{d}_tests.csv", index=False)
-    (tables / f"{d}_results.md").write_text(results_file_text(r.summary, r.units, d))
-    (tables / f"{d}_tests.md").write_text(tests_file_text(r.comparisons, r.units, d))
+    (tables / f"{d}_results.md").write_text(wrap_prose(results_file_text(r.summary, r.units, d)))
+    (tables / f"{d}_tests.md").write_text(wrap_prose(tests_file_text(r.comparisons, r.units, d)))
     if len(r.tuning):
         r.tuning.to_csv(tables / f"{d}_tuning.csv", index=False)
     if len(r.svr_best):
         pd.concat([r.svr_best, r.svr_pairs.assign(comparison="pair")], ignore_index=True).to_csv(tables / f"{d}_synthetic_vs_rebalancing.csv", index=False)
-        (tables / f"{d}_synthetic_vs_rebalancing.md").write_text(synthetic_vs_rebalancing_file_text(r, alpha))
+        (tables / f"{d}_synthetic_vs_rebalancing.md").write_text(wrap_prose(synthetic_vs_rebalancing_file_text(r, alpha)))
     if len(r.variants):
         r.variants.to_csv(tables / f"{d}_synaug.csv", index=False)
-        (tables / f"{d}_synaug.md").write_text(synaug_file_text(r, alpha))
+        (tables / f"{d}_synaug.md").write_text(wrap_prose(synaug_file_text(r, alpha)))
     if len(r.early_stops):
         r.early_stops.to_csv(tables / f"{d}_training_length.csv", index=False)
         if len(r.readings):
             r.readings.to_csv(tables / f"{d}_readings.csv", index=False)
         text = training_length_file_text(r, int(rep["early_epochs"]), alpha, params["train"].get("fixed_epochs"))
-        (tables / f"{d}_training_length.md").write_text(text)
+        (tables / f"{d}_training_length.md").write_text(wrap_prose(text))
 
 
 def _write_figures(r: DatasetReport, rep: Mapping[str, Any], figures: Path) -> list[str]:
@@ -561,7 +562,7 @@ def run(
             mlflow.log_params({f"{r.dataset}.unit": r.units.label, f"{r.dataset}.n_draws": r.units.n_draws})
             if r.small_test_set is not None:
                 mlflow.set_tag(f"embalance.warning.{r.dataset}", " ".join(test_set_lines(r))[:5000])
-        (out_dir / "README.md").write_text(readme_text(reports, params))
+        (out_dir / "README.md").write_text(wrap_prose(readme_text(reports, params)))
         metrics: dict[str, float] = {}
         for r in reports:
             metrics.update(report_metrics(r, rep))

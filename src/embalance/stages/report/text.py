@@ -6,6 +6,8 @@ the templates hold the words. A ``*_lines`` function returns its sentences one p
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,6 +50,27 @@ _ENV.filters.update(f=format, names=names_text, sizes=sizes_text, cap=cap, link=
 
 def render(template: str, **context: Any) -> str:
     return _ENV.get_template(template).render(**context)
+
+
+WIDTH = 120  # prose lines of the generated Markdown; tables, headings, images and HTML stay one line each
+_LIST_ITEM = re.compile(r"^(\s*(?:[-*]|\d+\.)\s+)")
+
+
+def wrap_prose(markdown: str, width: int = WIDTH) -> str:
+    """Wrap the prose lines of generated Markdown at ``width`` (a list item's continuation lines indented under its
+    text), so that the report reads in a terminal and in a diff. Table rows, headings, images, HTML and code blocks
+    are left as they are: Markdown needs them on one line. Words are never broken, so a long link stays whole."""
+    out, fenced = [], False
+    for line in markdown.split("\n"):
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or len(line) <= width or line.lstrip().startswith(("|", "#", "<", "![")):
+            out.append(line)
+            continue
+        item = _LIST_ITEM.match(line)
+        indent = " " * len(item.group(1)) if item else ""
+        out.append(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))
+    return "\n".join(out)
 
 
 def render_lines(template: str, **context: Any) -> list[str]:
@@ -107,6 +130,34 @@ def claim_lines(comp: pd.DataFrame, metric: str, baselines: Sequence[str], alpha
             }
         )
     return render_lines("lines_claim.md.j2", random_vs_none=random_vs_none, bases=bases, alpha=alpha, power=_power(df, alpha))
+
+
+def _answer_counts(df: pd.DataFrame) -> dict[str, Any]:
+    pos, neg = significant(df)
+    return {"n": len(df), "n_higher": int((df["mean_diff"] > 0).sum()), "n_better": len(pos), "n_worse": len(neg), **_diff_range(df)}
+
+
+def answer_lines(r: DatasetReport, baselines: Sequence[str], metric: str = PRIMARY_METRIC) -> list[str]:
+    """The answer of one dataset in about five lines: synthetic samples vs each baseline, the best synthetic vs the best
+    plain rebalancing method, and each SYNAuG option. Effect sizes always; significance counts only where the unit is
+    the draw (with one draw a test is conditional on it, which the last line says)."""
+    draw = r.units.name == DRAW
+    comp = r.comparisons[(r.comparisons["metric"] == metric) & r.comparisons["tested"]] if len(r.comparisons) else r.comparisons
+    versus = []
+    for base in baselines:
+        sub = comp[(comp["baseline"] == base) & comp["method"].isin([m for m in r.synthetic if m not in baselines])] if len(comp) else comp
+        if len(sub):
+            versus.append({"base": base, "methods": list(dict.fromkeys(sub["method"])), **_answer_counts(sub)})
+    svr = None
+    if len(r.svr_best):
+        t = r.svr_best[(r.svr_best["metric"] == metric) & (r.svr_best["comparison"] == BEST_SYNTHETIC) & r.svr_best["tested"]]
+        if len(t):
+            svr = {"by_validation": t["selected_by"].iloc[0] == SELECT_BY["validation"], **_answer_counts(t)}
+    options = []
+    if len(r.variants):
+        v = r.variants[(r.variants["metric"] == metric) & r.variants["tested"]]
+        options = [{"added": added, **_answer_counts(g)} for added, g in v.groupby("added", sort=False)]
+    return render_lines("lines_answer.md.j2", versus=versus, svr=svr, options=options, draw=draw)
 
 
 def baseline_line(comp: pd.DataFrame, metric: str, baseline: str) -> str:
@@ -292,6 +343,7 @@ def _readme_dataset(r: DatasetReport, rep: Mapping[str, Any], params: Mapping[st
     cut = {int(c) for c in params.get("imbalance", {}).get("minority_classes", [])}
     return {
         "name": d, "claims": _readme_claims(r, baselines, alpha), "test_set_lines": test_set_lines(r),
+        "answer_lines": answer_lines(r, baselines),
         "unit": unit_context(r.units), "unit_lines": unit_lines(r.units, d), "n_folds": r.n_folds, "calibration": r.calibration,
         "unit_counts": r.unit_counts.to_dict("records"),
         "test_counts": list(r.test_set.counts) if r.test_set is not None else [],
