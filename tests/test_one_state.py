@@ -47,7 +47,8 @@ def _git_dvc_project(proj: Path, params: dict) -> None:
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
         subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvcignore", proj / ".dvcignore")
-    shutil.copytree(ROOT / ".dvc" / "plots", proj / ".dvc" / "plots")  # the plot template dvc.yaml names
+    shutil.copytree(ROOT / ".dvc" / "plots", proj / ".dvc" / "plots")  # the plot template dvc.yaml names, the offline page
+    shutil.copy(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
 
@@ -123,7 +124,7 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     kinds = {r.info.run_id: r.data.tags.get("embalance.run_type") for r in runs}
     pipelines = sorted((r for r in runs if kinds[r.info.run_id] == "pipeline"), key=lambda r: r.info.start_time)
     assert [r.info.run_name for r in pipelines] == ["pipeline", "pipeline"] and all(r.info.status == "FINISHED" for r in pipelines)
-    assert pipelines[0].data.tags["embalance.dvc.stages_run"].split(",") == ["embed@tiny", "export@tiny", "prepare@tiny", "report", "sweep@tiny", "tune@tiny"]
+    assert pipelines[0].data.tags["embalance.dvc.stages_run"].split(",") == ["embed@tiny", "export@tiny", "prepare@tiny", "report", "sweep@tiny", "tune@tiny", "validate"]
     assert pipelines[1].data.tags["embalance.dvc.stages_run"] == "none (up to date)"
     children = sorted(kinds[r.info.run_id] for r in runs if r.data.tags.get("mlflow.parentRunId") == pipelines[0].info.run_id)
     assert children == ["export", "report", "study", "sweep"]
@@ -140,7 +141,7 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
 
     # DVC's own views: a headline row per dataset that fits a terminal, and plots that overlay two experiments.
     shown = _run([str(BIN / "dvc"), "metrics", "show"], proj, env)
-    assert "reports/metrics/tiny.json" in shown and "best_rebalancing" in shown and max(map(len, shown.splitlines())) <= 200, shown
+    assert "reports/metrics/tiny.json" in shown and "acc_rebalancing" in shown and max(map(len, shown.splitlines())) <= 120, shown
     first_exp = pipelines[0].data.tags["embalance.dvc.experiment"]
     _run([str(BIN / "dvc"), "exp", "run", "--name", "fewer-epochs", "-S", "train.max_epochs=2"], proj, env)
     out = subprocess.run([str(BIN / "dvc"), "plots", "diff", first_exp, "fewer-epochs", "--json"], cwd=proj, env=env, capture_output=True, text=True)
