@@ -393,7 +393,7 @@ def test_predict_prints_no_warning(model_dir: tuple[Path, Any], tmp_path: Path) 
     (tmp_path / "texts.txt").write_text("a gorgeous, witty, seductive movie.\nthe plot is thin.\n")
     done = _embalance("predict", "--params", str(ROOT / "params.yaml"), "--model", str(model_dir[0]), "--input", "texts.txt", "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert _warnings(done.stderr) == [] and done.stdout.startswith("label,class_name,p_negative,p_positive\n")
+    assert _warnings(done.stderr) == [] and done.stdout.startswith("text,label,class_name,p_negative,p_positive\n")
 
 
 @pytest.mark.slow

@@ -86,10 +86,13 @@ def test_predict_cli_csv_and_lines(model_dir: Path, tmp_path: Path, monkeypatch:
         return cli_main(["predict", "--params", str(ROOT / "params.yaml"), "--no-progress", *argv])
 
     texts = ["a gorgeous, witty, seductive movie.", "the acting is wooden and the plot is thin.", "bad"]
-    pd.DataFrame({"id": [1, 2, 3], "text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    # the input's columns come back as they were written (as text: "007" stays "007"); a `label` column is kept beside the predicted one
+    table = pd.DataFrame({"id": ["007", "8", "9"], "text": texts, "label": ["1", "0", "0"], "score": ["0.123456789", "", "NA"]})
+    table.to_csv(tmp_path / "in.csv", index=False)
     assert predict("--model", str(model_dir), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")) == 0
-    out = pd.read_csv(tmp_path / "out.csv")
-    assert list(out.columns) == ["label", "class_name", "p_negative", "p_positive"] and len(out) == 3
+    out = pd.read_csv(tmp_path / "out.csv", dtype={c: str for c in ("id", "text", "input_label", "score")}, keep_default_na=False)
+    assert list(out.columns) == ["id", "text", "input_label", "score", "label", "class_name", "p_negative", "p_positive"]
+    pd.testing.assert_frame_equal(out[["id", "text", "input_label", "score"]], table.rename(columns={"label": "input_label"}))
     labels, proba = runtime.OnnxTextClassifier(model_dir).predict(texts)
     assert out["label"].tolist() == labels.tolist()
     np.testing.assert_allclose(out[["p_negative", "p_positive"]].to_numpy(), proba, atol=1e-5)
@@ -97,12 +100,25 @@ def test_predict_cli_csv_and_lines(model_dir: Path, tmp_path: Path, monkeypatch:
     stdout = io.StringIO()
     monkeypatch.setattr(sys, "stdout", stdout)
     assert predict("--model", str(model_dir), "--threads", "1") == 0
-    assert pd.read_csv(io.StringIO(stdout.getvalue()))["label"].tolist() == labels.tolist()
+    out = pd.read_csv(io.StringIO(stdout.getvalue()))
+    assert out["text"].tolist() == texts and out["label"].tolist() == labels.tolist()
     pd.DataFrame({"review": texts}).to_csv(tmp_path / "bad.csv", index=False)
     assert predict("--model", str(model_dir), "--input", str(tmp_path / "bad.csv")) == 2
     # an MLflow store named on the command line (the model URI is not in it: an error, not a crash)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert predict("--model", "models:/embalance-nosuch@champion", "--tracking-uri", uri) == 2
+
+
+def test_csv_row_with_an_unquoted_comma_is_an_error(tmp_path: Path) -> None:
+    """pandas alone would read `a gorgeous, witty movie` as the index value "a gorgeous" and the text " witty movie"."""
+    (tmp_path / "in.csv").write_text('text\n"fine, quoted"\n\na gorgeous, witty movie\n')
+    with pytest.raises(ValueError, match=r"header's 1 field\(s\), but row 1 \(line 4\) has 2: \['a gorgeous', ' witty movie'\]; quote a text"):
+        runtime.read_table(str(tmp_path / "in.csv"))
+    (tmp_path / "in.csv").write_text('id,text\n1,"fine, quoted"\n\n2,second\n')
+    assert runtime.read_table(str(tmp_path / "in.csv")).to_dict("list") == {"id": ["1", "2"], "text": ["fine, quoted", "second"]}
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=r"is empty; it must have a header line with a 'text' column"):
+        runtime.read_table(str(tmp_path / "empty.csv"))
 
 
 @contextlib.contextmanager

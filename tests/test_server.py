@@ -216,6 +216,10 @@ def test_mlproject_serve_entry_point_has_the_commands_defaults() -> None:
     defaults = {a.dest: a.default for a in parser._actions}
     for name in ("host", "port", "workers", "max_body_bytes", "body_timeout"):
         assert type(defaults[name])(declared[name]["default"]) == defaults[name], name
+    # and the comment on `workers` says what 0 means, as `--help` and server.app.default_workers do
+    (line,) = [line for line in (ROOT / "MLproject").read_text().splitlines() if line.strip().startswith("workers:")]
+    help_text = {a.dest: a.help for a in parser._actions}["workers"]
+    assert "# 0 = one uvicorn worker per two available CPUs" in line and "0: one per two available CPUs" in help_text
 
 
 # ------------------------------------------------------------------------------------------ the real server

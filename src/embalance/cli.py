@@ -232,8 +232,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Read the results of every dataset and write the tables, paired tests and figures to reports/ (README.md, "
                "tables/, figures/), logged to an MLflow run named report."),
     "predict": ("label texts with an exported folder or a registered model",
-                "Label raw texts with an exported model folder or an MLflow model; write label, class_name and one "
-                "p_<class> column per class as CSV."),
+                "Label raw texts with an exported model folder or an MLflow model; write, as CSV, the input's columns (of a "
+                "file of lines: text) followed by label, class_name and one p_<class> column per class (an input column "
+                "named like one of these is kept as input_<name>)."),
     "pipeline": ("the DVC pipeline (dvc repro; with overrides dvc exp run -S) under one MLflow run",
                  "Run `dvc repro` on the dvc.yaml beside the params file (every stage that is not up to date) under one MLflow "
                  "run, which the stages' runs nest under (what `mlflow run .` calls). Overrides (--set, --datasets, --methods, "
@@ -291,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default: reports)")
     p = _sub(sub, "predict", _predict, dataset=False)
     p.add_argument("--model", required=True, metavar="FOLDER|URI", help="models/<dataset>, an MLflow model folder, or a URI like models:/embalance-sst2@champion")
-    p.add_argument("--input", default="-", metavar="FILE", help="CSV with a `text` column, or a file of one text per line; - = stdin (default)")
-    p.add_argument("--output", default="-", metavar="FILE", help="CSV to write; - = stdout (default)")
+    p.add_argument("--input", default="-", metavar="FILE", help="CSV with a `text` column (texts with commas quoted), or a file of one text per line; - = stdin (default)")
+    p.add_argument("--output", default="-", metavar="FILE", help="CSV to write: the input's columns, then the predictions; - = stdout (default)")
     p.add_argument("--format", dest="fmt", default="auto", choices=("auto", "csv", "lines"), help="input format (auto: csv for *.csv[.gz], else lines)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="texts per prediction call (default 256)")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="ONNX Runtime intra-op threads (default 0: one per available CPU)")

@@ -1,6 +1,6 @@
 """`embalance serve`: MLflow's own scoring app for a registered model, behind the request guard, on N uvicorn workers.
 
-    embalance serve --model "models:/embalance-sst2@champion"                # one worker per available CPU
+    embalance serve --model "models:/embalance-sst2@champion"                # one worker per two available CPUs
     embalance serve --model ./model --workers 2 --max-body-bytes 1000000 --body-timeout 5
 
 The parent process fetches the model once (a ``models:/`` or ``runs:/`` URI is downloaded to a temporary folder;

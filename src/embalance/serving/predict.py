@@ -16,6 +16,9 @@ the rest of embalance or PyTorch. It reads a model folder written by ``embalance
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import gzip
 import json
 import os
 import sys
@@ -242,18 +245,48 @@ def load_classifier(model: str, *, threads: int | None = None) -> OnnxTextClassi
     return inner.classifier
 
 
-def read_texts(source: str, *, fmt: str = "auto") -> list[str]:
-    """Texts from a CSV file with a ``text`` column, or one text per line (blank lines skipped); ``-`` = stdin."""
+def _read_csv(source: str) -> pd.DataFrame:
+    """A CSV file (``.gz`` too; ``-`` = stdin) as a table of strings, every row with the header's number of fields.
+
+    pandas would take a row with one field too many as an index value and shift its text (``a gorgeous, witty
+    movie`` unquoted reads as the text " witty movie"), or cut it; here that row is an error. Blank lines are skipped.
+    """
+    if source == "-":
+        opened: Any = contextlib.nullcontext(sys.stdin)
+    else:
+        opened = (gzip.open if source.endswith(".gz") else open)(source, "rt", encoding="utf-8", newline="")
+    with opened as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"The input CSV {source!r} is empty; it must have a header line with a {TEXT_COLUMN!r} column, then one row per text.")
+        rows = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ValueError(
+                    f"Every CSV row must have the header's {len(header)} field(s), but row {len(rows)} (line {reader.line_num}) has "
+                    f"{len(row)}: {_preview(row)}; quote a text that holds a comma (\"a gorgeous, witty movie\")."
+                )
+            rows.append(row)
+    return pd.DataFrame(rows, columns=header, dtype=object)
+
+
+def read_table(source: str, *, fmt: str = "auto") -> pd.DataFrame:
+    """The input as a table with a ``text`` column: a CSV file as it is (every field read as text, so that its
+    other columns are written back unchanged), or one text per line (blank lines skipped); ``-`` = stdin."""
     if fmt == "auto":
         fmt = "csv" if source.endswith((".csv", ".csv.gz")) else "lines"
     if fmt not in ("csv", "lines"):
         raise ValueError(f"The input format must be auto, csv or lines, but got {fmt!r}.")
-    handle = sys.stdin if source == "-" else source
     if fmt == "csv":
-        df = pd.read_csv(handle, dtype={TEXT_COLUMN: str}, keep_default_na=False)
-        return texts_from_input(df)
-    raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    return texts_from_input([line for line in raw.splitlines() if line.strip()])
+        table = _read_csv(source)
+    else:
+        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        table = pd.DataFrame({TEXT_COLUMN: [line for line in raw.splitlines() if line.strip()]})
+    texts_from_input(table)  # a `text` column of non-empty strings, or an error naming the first bad row
+    return table
 
 
 def predict_texts(
@@ -276,12 +309,26 @@ def predict_texts(
     return out
 
 
+def beside_input(table: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The input's columns, then the prediction columns, row by row. An input column named like a prediction
+    column (e.g. a ``label`` column of true labels) is kept as ``input_<name>``."""
+    if len(table) != len(predictions):
+        raise ValueError(f"There must be one prediction per input row, but got {len(predictions)} for {len(table)} rows.")
+    renamed = {c: f"input_{c}" for c in table.columns if c in predictions.columns}
+    taken = [new for new in renamed.values() if new in table.columns or new in predictions.columns]
+    if taken:
+        raise ValueError(f"The input's columns {sorted(renamed)} would be renamed to {taken}, but it has columns of those names too; rename them.")
+    return pd.concat([table.rename(columns=renamed).reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
+
+
 def run(model: str, source: str = "-", output: str = "-", *, fmt: str = "auto", batch_size: int = 256, threads: int | None = 0, progress: bool = True) -> pd.DataFrame:
-    """Read texts, predict in batches, write a CSV (``-`` = stdout); returns the predictions."""
+    """Read a table of texts, predict in batches, write the input's columns and the predictions as CSV (``-`` =
+    stdout); returns what it wrote."""
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, but got {batch_size}.")
     classifier = load_classifier(model, threads=threads)
-    texts = read_texts(source, fmt=fmt)
-    result = predict_texts(classifier, texts, batch_size=batch_size, progress=progress)
+    table = read_table(source, fmt=fmt)
+    predictions = predict_texts(classifier, table[TEXT_COLUMN].tolist(), batch_size=batch_size, progress=progress)
+    result = beside_input(table, predictions)
     result.to_csv(sys.stdout if output == "-" else output, index=False, float_format="%.6g")
     return result
