@@ -75,7 +75,7 @@ class ExportSettings:
     use_best: bool = True
     registered_model_prefix: str = "embalance"
     encoder_graph: str = "auto"  # auto | fused | plain
-    intra_op_threads: int = 1  # ONNX Runtime threads per served model process (uvicorn runs one per CPU); 0 = all CPUs
+    intra_op_threads: int = 1  # ONNX Runtime threads per served model process (uvicorn runs one per two CPUs by default); 0 = all CPUs
     parity_texts: int = 0  # test texts the encoder is checked on; 0 = all
 
     @classmethod
