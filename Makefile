@@ -35,7 +35,6 @@ gpu-check: install      ## the GPU proof: CUDA against the CPU, timed (docs/perf
 lint: install
 	ruff check src tests benchmarks
 
-ui: install             ## browse runs at http://127.0.0.1:5000 (the address printed opens on the training runs)
-	@python -c 'from mlflow.tracking import MlflowClient as C; e = C("sqlite:///mlflow.db").get_experiment_by_name("embalance"); \
-	print("Open http://127.0.0.1:5000/#/experiments/" + (e.experiment_id if e else "") + "?workflowType=machine_learning")'
+ui: install             ## browse runs at http://127.0.0.1:5000 (the address printed opens the runs view: every stage's run, the metrics as columns)
+	@python -c 'from embalance.tracking import ui_address; print("Open", ui_address("http://127.0.0.1:5000", "sqlite:///mlflow.db", "embalance"))'
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -123,7 +123,7 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     kinds = {r.info.run_id: r.data.tags.get("embalance.run_type") for r in runs}
     pipelines = sorted((r for r in runs if kinds[r.info.run_id] == "pipeline"), key=lambda r: r.info.start_time)
-    assert [r.info.run_name for r in pipelines] == ["pipeline", "pipeline"] and all(r.info.status == "FINISHED" for r in pipelines)
+    assert [r.info.run_name for r in pipelines] == ["pipeline", "pipeline #2"] and all(r.info.status == "FINISHED" for r in pipelines)
     assert pipelines[0].data.tags["embalance.dvc.stages_run"].split(",") == ["embed@tiny", "export@tiny", "prepare@tiny", "report", "sweep@tiny", "tune@tiny", "validate"]
     assert pipelines[1].data.tags["embalance.dvc.stages_run"] == "none (up to date)"
     children = sorted(kinds[r.info.run_id] for r in runs if r.data.tags.get("mlflow.parentRunId") == pipelines[0].info.run_id)

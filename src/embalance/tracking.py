@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_SOURCE_NAME
 
@@ -31,7 +31,86 @@ def tracking_uri(params: Mapping[str, Any]) -> str:
 
 PARENT_RUN_ENV = "EMBALANCE_PARENT_RUN_ID"  # set by `embalance pipeline` for the stages that `dvc repro` runs
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default", where `mlflow run` puts its run when no experiment is named
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI then opens on training runs
+LEVEL_TAG = "embalance.level"  # a run's depth in the tree: "0" top-level (a stage), "1" its cells/trials, "2" folds
+CURVES_SECTION = "curves"  # fold curves are logged as ``curves/<key>``: the run page draws that section first
+VIEW_KEY = "embalance"  # the runs view the printed links open (MLflow's shared view state, see ``runs_view``)
+# The columns the printed links show beside the run names (MLflow's column ids: group.`key`).
+VIEW_COLUMNS = (
+    "attributes.`Dataset`", "params.`method`", "params.`minority_size`", "tags.`embalance.status`",
+    "metrics.`test_balanced_accuracy_mean`", "metrics.`test_balanced_accuracy_std`", "metrics.`test_macro_f1_mean`",
+    "metrics.`test_balanced_accuracy`", "metrics.`tuned_test_balanced_accuracy`", "metrics.`objective`",
+)  # fmt: skip
+
+
+def runs_view() -> dict[str, Any]:
+    """The runs table the printed links open: top-level runs first, then their children (sorted on ``LEVEL_TAG``,
+    newest first within a level), with the metrics that matter as columns.
+
+    MLflow's UI keeps its table settings in the browser; the one place a project can set them is a "shared view": an
+    experiment tag ``mlflow.sharedViewState.<key>`` holding this JSON, opened by a link ending in
+    ``viewStateShareKey=<key>`` (:func:`experiment_url`). The UI takes the sort and filter and the column choice from
+    it (pinned, expanded and hidden runs it ignores).
+    """
+    return {"orderByKey": f"tags.`{LEVEL_TAG}`", "orderByAsc": True, "selectedColumns": list(VIEW_COLUMNS)}
+
+
+def experiment_tags() -> dict[str, str]:
+    """Tags every experiment we log to carries: the UI then opens on training runs, and the shared runs view."""
+    import json
+
+    return {"mlflow.experimentKind": "custom_model_development", f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(runs_view())}
+
+
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    """The runs table of an experiment in the machine-learning view (not MLflow 3's GenAI overview), with the shared
+    view (:func:`runs_view`): every stage's run on the first page, the metrics as columns."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the machine-learning view: without ``workflowType`` the UI takes the browser's last choice,
+    GenAI on a fresh browser."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def ui_address(base_url: str, store_uri: str, experiment: str) -> str:
+    """What `make ui` prints: the experiment's runs view on the UI at ``base_url`` (its tags set, for a store that older
+    code wrote), or the UI's home page when the experiment does not exist yet."""
+    client = MlflowClient(store_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return f"{base_url.rstrip('/')}/#/experiments?workflowType=machine_learning"
+    _set_kind(client, found.experiment_id)
+    return experiment_url(base_url, found.experiment_id)
+
+
+def unique_name(client: MlflowClient, experiment_id: str, name: str, exclude: str | None = None) -> str:
+    """``name``, or ``name #k`` when the experiment already holds runs of that name (k: one more than the last one):
+    repeats of a top-level run (the same `embalance cell`, sweep, export or report again) tell apart in the UI."""
+    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+    found = client.search_runs([experiment_id], filter_string=f"attributes.run_name LIKE '{quoted}%'", run_view_type=ViewType.ALL, max_results=5000)
+    found = [r for r in found if r.info.run_id != exclude]  # the run being named, when it exists already
+    taken = [1 for r in found if r.info.run_name == name]
+    for r in found:
+        tail = r.info.run_name[len(name) :]
+        if tail.startswith(" #") and tail[2:].isdigit():
+            taken.append(int(tail[2:]))
+    return f"{name} #{max(taken) + 1}" if taken else name
+
+
+def _level(client: MlflowClient, parent_id: str | None) -> int:
+    """A new run's depth: 0 without a parent, else one more than its parent's (0 for a parent without the tag)."""
+    if not parent_id:
+        return 0
+    return int(client.get_run(parent_id).data.tags.get(LEVEL_TAG, "0")) + 1
+
+
+def _print_link(run: Any) -> None:
+    """With a tracking server, the run's page, in the machine-learning view. MLflow's own "View run" lines are turned
+    off (``setup``): they open the UI in the browser's last view, GenAI on a fresh browser."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow run {run.info.run_name!r}: {run_url(uri, run.info.experiment_id, run.info.run_id)}", flush=True)
 _launcher: dict[str, str] = {}  # a `mlflow run` project run in "Default" that this process's runs do not go under
 
 
@@ -45,6 +124,7 @@ def setup(params: Mapping[str, Any]) -> str:
     and the tag ``embalance.runs_in``) and this process's runs go to ``tracking.experiment`` as usual.
     """
     mlflow.set_tracking_uri(tracking_uri(params))
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # _print_link prints links that open the runs view
     wanted = params["tracking"]["experiment"]
     client = MlflowClient()
     for var in (PARENT_RUN_ENV, "MLFLOW_RUN_ID"):
@@ -64,7 +144,7 @@ def setup(params: Mapping[str, Any]) -> str:
 
 def _set_kind(client: MlflowClient, experiment_id: str) -> None:
     experiment = client.get_experiment(experiment_id)
-    for key, value in EXPERIMENT_KIND.items():
+    for key, value in experiment_tags().items():
         if experiment.tags.get(key) == value:
             continue
         try:
@@ -266,17 +346,28 @@ def parent_run(name: str, tags: Mapping[str, str] | None = None, run_id: str | N
     if mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
         # Take the variable away: otherwise every later start_run(nested=True) would resume this same run.
         with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID")) as run, _reason_on_failure():
-            mlflow.set_tags({**dict(tags or {}), MLFLOW_RUN_NAME: name})
+            client = MlflowClient()
+            level = _level(client, run.data.tags.get(MLFLOW_PARENT_RUN_ID))
+            name = unique_name(client, run.info.experiment_id, name, exclude=run.info.run_id) if level == 0 else name
+            mlflow.set_tags({**dict(tags or {}), MLFLOW_RUN_NAME: name, LEVEL_TAG: str(level)})
             log_dataset_inputs(run.info.run_id, dict(tags or {}))
+            _print_link(mlflow.get_run(run.info.run_id))
             yield run
         return
     if run_id is not None:  # resume an earlier run of this stage (an interrupted sweep)
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run, _reason_on_failure():
             yield run
         return
-    outer = None if mlflow.active_run() is not None else os.environ.get(PARENT_RUN_ENV)
-    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, parent_run_id=outer, tags=dict(tags or {})) as run, _reason_on_failure():
+    active = mlflow.active_run()
+    outer = None if active is not None else os.environ.get(PARENT_RUN_ENV)
+    client = MlflowClient()
+    level = _level(client, active.info.run_id if active is not None else outer)
+    with mlflow.start_run(run_name=name, nested=active is not None, parent_run_id=outer, tags={**dict(tags or {}), LEVEL_TAG: str(level)}) as run, _reason_on_failure():
+        if level == 0 and (unique := unique_name(client, run.info.experiment_id, name, exclude=run.info.run_id)) != name:
+            client.update_run(run.info.run_id, name=unique)
+            run = mlflow.get_run(run.info.run_id)
         _point_launcher_to(run)
+        _print_link(run)
         log_dataset_inputs(run.info.run_id, dict(tags or {}))
         yield run
 
@@ -288,13 +379,21 @@ class RunWriter:
         self.client = MlflowClient()
         self.experiment_id = experiment_id
         self.base_tags = dict(base_tags)
+        self._levels: dict[str, int] = {}  # runs created here, and parents looked up: their depth (LEVEL_TAG)
 
     def create(self, name: str, parent_id: str | None, tags: Mapping[str, str] | None = None) -> str:
-        all_tags = {**self.base_tags, MLFLOW_RUN_NAME: name, MLFLOW_SOURCE_NAME: "embalance", **(tags or {})}
+        """A run named ``name`` under ``parent_id``; a top-level run (a tuning study) gets ``#k`` when its name is taken."""
         parent_id = parent_id or os.environ.get(PARENT_RUN_ENV)  # a top-level run of a stage under `embalance pipeline`
+        if parent_id and parent_id not in self._levels:
+            self._levels[parent_id] = _level(self.client, parent_id) - 1
+        level = self._levels[parent_id] + 1 if parent_id else 0
+        if level == 0:
+            name = unique_name(self.client, self.experiment_id, name)
+        all_tags = {**self.base_tags, MLFLOW_RUN_NAME: name, MLFLOW_SOURCE_NAME: "embalance", **(tags or {}), LEVEL_TAG: str(level)}
         if parent_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        self._levels[run.info.run_id] = level
         log_dataset_inputs(run.info.run_id, all_tags)
         return run.info.run_id
 
@@ -310,8 +409,8 @@ class RunWriter:
     ) -> None:
         now = int(time.time() * 1000)
         ms = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None]
-        for key, values in (curves or {}).items():
-            ms.extend(Metric(key, float(v), now, step) for step, v in enumerate(values, start=1))
+        for key, values in (curves or {}).items():  # in a section of their own, which the run page draws first
+            ms.extend(Metric(f"{CURVES_SECTION}/{key}", float(v), now, step) for step, v in enumerate(values, start=1))
         ps = [Param(k, str(v)) for k, v in (params or {}).items()]
         ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         self._log_batches(run_id, ms, ps, ts)

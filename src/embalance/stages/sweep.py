@@ -69,9 +69,14 @@ def sweep_params(params: Mapping[str, Any], dataset: str, draws: Sequence[int]) 
 
 def sweep_name(params: Mapping[str, Any], dataset: str, key: str, draws: Sequence[int]) -> str:
     """``sweep sst2 10-fold 12 methods x 8 sizes [3f2a9c]``: what tells two sweeps apart at a glance, and the first
-    characters of the resume key (a hash of every value the results depend on) for those that differ elsewhere."""
+    characters of the resume key (a hash of every value the results depend on) for those that differ elsewhere.
+    A sweep of one cell (`embalance cell`) is named after it: ``cell sst2 smote n=64 10-fold [3f2a9c]``. A repeat
+    gets ``#2``, ``#3``, … (:func:`embalance.tracking.unique_name`)."""
     methods, sizes = params["augment"]["methods"], params["imbalance"]["sizes"]
     draws_text = f" {len(draws)} draws" if list(draws) != [0] else ""
+    if len(methods) == 1 and len(sizes) == 1 and len(draws) == 1:
+        draw_text = f" draw={draws[0]}" if list(draws) != [0] else ""
+        return f"cell {dataset} {methods[0]} n={sizes[0]}{draw_text} {params['cv']['n_folds']}-fold [{key[:6]}]"
     return (
         f"sweep {dataset} {params['cv']['n_folds']}-fold {len(methods)} method{'s' * (len(methods) != 1)} x "
         f"{len(sizes)} size{'s' * (len(sizes) != 1)}{draws_text} [{key[:6]}]"
