@@ -157,6 +157,6 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     # One cell through the MLproject: in `embalance`, named after the cell; its files stay out of DVC's outputs.
     _run([*mlflow_run, "-e", "cell", "-P", "dataset=tiny", "-P", "method=random", "-P", "size=32"], proj, env)
     newest = client.search_runs([exp.experiment_id], "tags.`embalance.run_type` = 'sweep'", order_by=["attributes.start_time DESC"])[0]
-    assert newest.info.run_name.startswith("sweep tiny 2-fold 1 method x") and newest.data.params["augment.methods"] == "['random']" and newest.info.status == "FINISHED"
+    assert newest.info.run_name.startswith("cell tiny random n=32 2-fold [") and newest.data.params["augment.methods"] == "['random']" and newest.info.status == "FINISHED"
     assert (proj / "results" / "tiny" / "cells" / "random-n32" / "cells.csv").is_file()
     assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, env)
