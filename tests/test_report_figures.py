@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -173,44 +173,72 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Figure]]:
     yield out
 
 
-def _report_figures(n_classes: int) -> Callable[[Path], list[str]]:
-    """Writes every figure of the report stage under a folder: those of ``_write_figures``, separability, a projection."""
+def _report_figures(n_classes: int, folder: Path) -> list[str]:
+    """Writes every figure of the report stage under ``folder``: those of ``_write_figures``, separability, a
+    projection; returns their file names."""
     r = _analysed(n_classes)
-    n_cut = {2: 1, 4: 2, 77: 6}[n_classes]
-
-    def write(folder: Path) -> list[str]:
-        names = report._write_figures(r, {**REP}, folder)
-        figures.plot_separability(_separability(n_classes, n_cut), r.dataset, folder / f"{r.dataset}_separability.png")
-        _projection(n_classes, folder / f"{r.dataset}_projection_smote_n64.png")
-        return [*names, f"{r.dataset}_separability.png", f"{r.dataset}_projection_smote_n64.png"]
-
-    return write
+    names = report._write_figures(r, {**REP}, folder)
+    return [*names, *_class_figures(n_classes, folder, metrics=False)]
 
 
-@pytest.mark.parametrize("n_classes", [2, 4, 77])
-def test_report_figures_keep_every_text_inside_and_apart(n_classes: int, saved: list[Figure], tmp_path: Path) -> None:
-    names = _report_figures(n_classes)(tmp_path)
-    assert len(names) == 10 and len(saved) == len(names)
-    problems = [f"{name}: {p}" for name, fig in zip(names, saved, strict=True) for p in text_problems(fig)]
+def _class_figures(n_classes: int, folder: Path, metrics: bool = True) -> list[str]:
+    """Writes the figures that count or name the classes: metric vs size (chance 1/C, where ``metrics``), separability
+    (a panel per cut class) and a projection (the cut class in the title and the legend); returns their file names."""
+    r, names = _analysed(n_classes), []
+    for metric in report.METRICS if metrics else ():
+        names.append(f"{r.dataset}_{metric.removeprefix('test_')}_vs_size.png")
+        figures.plot_metric_vs_size(r.summary, metric, r.dataset, folder / names[-1], chance=r.chance)
+    names.append(f"{r.dataset}_separability.png")
+    figures.plot_separability(_separability(n_classes, {2: 1, 4: 2, 77: 6}[n_classes]), r.dataset, folder / names[-1])
+    names.append(f"{r.dataset}_projection_smote_n64.png")
+    _projection(n_classes, folder / names[-1])
+    return names
+
+
+def _problems(names: list[str], saved: list[Figure]) -> list[str]:
+    """The check's findings on each saved figure, prefixed with its file name."""
+    assert len(saved) == len(names)
+    return [f"{name}: {p}" for name, fig in zip(names, saved, strict=True) for p in text_problems(fig)]
+
+
+def test_every_report_figure_keeps_its_texts_inside_and_apart(saved: list[Figure], tmp_path: Path) -> None:
+    names = _report_figures(2, tmp_path)
+    assert len(names) == 10
+    problems = _problems(names, saved)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("n_classes", [4, 77])
+def test_figures_of_many_classes_keep_their_texts_inside_and_apart(n_classes: int, saved: list[Figure], tmp_path: Path) -> None:
+    problems = _problems(_class_figures(n_classes, tmp_path), saved)
     assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("draws", [1, 5])
-def test_sweep_figure_keeps_every_text_inside_and_apart(draws: int, saved: list[Figure], tmp_path: Path) -> None:
+def test_sweep_figure_keeps_its_texts_inside_and_apart(draws: int, saved: list[Figure], tmp_path: Path) -> None:
     sweep.plot_curve(_sweep_cells(draws), tmp_path / "balanced_accuracy.png", "ag_news")
-    (fig,) = saved
-    problems = text_problems(fig)
+    problems = _problems(["balanced_accuracy.png"], saved)
     assert not problems, "\n".join(problems)
 
 
+def test_synthetic_vs_rebalancing_names_the_picked_method_under_each_size(saved: list[Figure], tmp_path: Path) -> None:
+    r = _analysed(2)
+    figures.plot_synthetic_vs_rebalancing(r.svr_best, "test_balanced_accuracy", r.dataset, tmp_path / "svr.png", 0.05)
+    (fig,) = saved
+    picks = r.svr_best[r.svr_best["comparison"] == report.BEST_SYNTHETIC]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels(minor=True)] == picks["baseline"].tolist()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [str(s) for s in SIZES]
+
+
 def test_figures_are_the_same_bytes_twice(tmp_path: Path) -> None:
-    write = _report_figures(4)
     renders = [tmp_path / "a", tmp_path / "b"]
+    r = _analysed(4)
     for folder in renders:
         folder.mkdir()
-        write(folder)
+        figures.plot_synthetic_vs_rebalancing(r.svr_best, "test_balanced_accuracy", r.dataset, folder / "svr.png", 0.05)
+        _class_figures(4, folder)
         sweep.plot_curve(_sweep_cells(5), folder / "balanced_accuracy.png", "ag_news")
     names = sorted(p.name for p in renders[0].iterdir())
-    assert len(names) == 11 and names == sorted(p.name for p in renders[1].iterdir())
+    assert len(names) == 6 and names == sorted(p.name for p in renders[1].iterdir())
     for name in names:
         assert (renders[0] / name).read_bytes() == (renders[1] / name).read_bytes(), name

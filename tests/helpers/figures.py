@@ -1,6 +1,6 @@
 """Text layout of a matplotlib figure as drawn: texts that leave the figure, and texts that overlap.
 
-The rule (:func:`text_problems`), checked on the figure after ``fig.canvas.draw()`` with its own renderer:
+The rule (:func:`text_problems`), checked on the figure after ``canvas.draw()`` with the Agg canvas' renderer:
 
 * every visible, non-empty text (suptitle, panel titles, axis labels, drawn tick labels, legend titles and
   entries, annotations and other texts, colorbar labels) lies inside the figure's bbox, and so does every legend's
