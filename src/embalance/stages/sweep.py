@@ -256,7 +256,7 @@ def plot_curve(cells: pd.DataFrame, path: Path, dataset: str, metric: str = "tes
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from embalance.stages.report.figures import method_style
+    from embalance.stages.report.figures import fit_lines, method_style
 
     table = pd.DataFrame(by_method_size(cells))
     n = int(table["n_draws"].max()) if "n_draws" in table else 1
@@ -279,7 +279,8 @@ def plot_curve(cells: pd.DataFrame, path: Path, dataset: str, metric: str = "tes
     ax.set_xlabel("minority samples per minority class in the imbalanced pool (log2 scale)")
     ax.set_ylabel("balanced test accuracy (fraction)")
     what = "mean" if n == 1 else f"mean over {n} draws"
-    ax.set_title(f"{dataset}: balanced test accuracy vs minority size ({what} ± 1 std over {over})")
+    title = f"{dataset}: balanced test accuracy vs minority size ({what} ± 1 std over {over})"
+    ax.set_title(fit_lines(title, 0.8 * fig.get_figwidth(), 12), fontsize=12)  # 12: matplotlib's "large" title
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

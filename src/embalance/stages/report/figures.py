@@ -31,6 +31,46 @@ def _plt() -> Any:
     return plt
 
 
+def _width_in(text: str, fontsize: float) -> float:
+    """Width in inches of one line of ``text`` in the default font at ``fontsize`` points, as matplotlib lays it out."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    width, _, _ = TextToPath().get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)
+    return width / 72
+
+
+def _word_wrap(line: str, width_in: float, fontsize: float) -> list[str]:
+    lines, current = [], ""
+    for word in line.split(" "):
+        trial = f"{current} {word}" if current else word
+        if current and _width_in(trial, fontsize) > width_in:
+            lines.append(current)
+            current = word
+        else:
+            current = trial
+    return [*lines, current]
+
+
+def fit_lines(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` with each line wider than ``width_in`` inches at ``fontsize`` points broken: first before its
+    parenthesis, then between words; lines that fit are kept as they are (a title, a label, a legend entry)."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if _width_in(line, fontsize) <= width_in:
+            out.append(line)
+            continue
+        head, paren, rest = line.partition(" (")
+        for part in [head, f"({rest}"] if paren and head else [line]:
+            out += _word_wrap(part, width_in, fontsize)
+    return "\n".join(out)
+
+
+def _suptitle(fig: Any, title: str, fontsize: float = 10) -> None:
+    """The figure's title, broken into lines that fit its width (with a small margin on each side)."""
+    fig.suptitle(fit_lines(title, 0.94 * fig.get_figwidth(), fontsize), fontsize=fontsize)
+
+
 BASE_COLOURS: dict[str, str] = {
     "none": "#4d4d4d", "random": "#1f77b4", "smote": "#ff7f0e", "borderline": "#2ca02c", "adasyn": "#d62728", "vae": "#9467bd",
     "undersample": "#8c564b", "weighted": "#e377c2", "logit_adjusted": "#17becf",
@@ -83,18 +123,19 @@ def _size_axis(ax: Any, sizes: Sequence[int], label: bool = True) -> None:
 
 
 def _panels(n: int, height: float = 3.8) -> tuple[Any, list[Any]]:
+    """A column of ``n`` panels; the constrained layout makes room for the suptitle, the panel titles and the legends
+    outside the axes, however many lines they take."""
     plt = _plt()
-    fig, axes = plt.subplots(max(n, 1), 1, figsize=(10, 1.2 + height * max(n, 1)), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(max(n, 1), 1, figsize=(10, 1.2 + height * max(n, 1)), dpi=120, squeeze=False, layout="constrained")
     return fig, list(axes[:, 0])
 
 
 def _finish(fig: Any, axes: Any, path: Path, legend_title: str = "method") -> None:
-    """The common end of a line figure: grid, each panel's legend outside its axes, tight layout, save, close."""
+    """The common end of a line figure (of :func:`_panels`): grid, each panel's legend outside its axes, save, close."""
     for ax in axes if isinstance(axes, list) else [axes]:
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title=legend_title, title_fontsize=8)
-    fig.tight_layout()
     fig.savefig(path)
     _plt().close(fig)
 
@@ -133,7 +174,7 @@ def plot_metric_vs_size(summary: pd.DataFrame, metric: str, dataset: str, path: 
         ax.set_title(_cap(family), fontsize=9, loc="left")
     chance_text = f"; dotted: chance for {round(1 / chance)} classes" if chance is not None else ""
     over = "draws, band: 95% interval, draws" if _by_draw(df) else "CV folds of one draw, band: 95% interval, folds"
-    fig.suptitle(f"{dataset}: {METRICS[metric]} vs minority size (mean over {over} and test set{chance_text})", fontsize=10)
+    _suptitle(fig, f"{dataset}: {METRICS[metric]} vs minority size (mean over {over} and test set{chance_text})")
     _finish(fig, axes, path)
 
 
@@ -170,7 +211,7 @@ def _family_gain_figure(df: pd.DataFrame, *, ylabel: str, title: str, path: Path
             _size_axis(ax, sizes, label=i == len(families) - 1)
         ax.set_ylabel(ylabel)
         ax.set_title(_cap(family), fontsize=9, loc="left")
-    fig.suptitle(title, fontsize=10)
+    _suptitle(fig, title)
     _finish(fig, axes, path)
 
 
@@ -198,16 +239,23 @@ def plot_synthetic_vs_rebalancing(best: pd.DataFrame, metric: str, dataset: str,
     sizes = sorted(best[best["metric"] == metric]["minority_size"].unique().tolist())
     if sizes:
         _size_axis(ax, sizes)
-        picks = df[df["comparison"] == BEST_SYNTHETIC].set_index("minority_size")["baseline"]
-        for s, name in picks.items():
-            ax.annotate(name, (s, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7, color="#555555")
+        _picks_under_sizes(ax, df[df["comparison"] == BEST_SYNTHETIC].set_index("minority_size")["baseline"])
     ax.set_ylabel(f"{METRICS.get(metric, metric)}:\nmethod − best plain rebalancing (pp)")
-    ax.set_title(
+    _suptitle(
+        fig,
         f"{dataset}: synthetic samples vs the best plain rebalancing method at each size (named at the bottom)\n"
         f"(both picked by their mean {'validation balanced accuracy' if len(df) and df['selected_by'].iloc[0] == SELECT_BY['validation'] else 'test score'}; "
-        "band: 95% interval of the paired differences, test set included)", fontsize=10,
+        "band: 95% interval of the paired differences, test set included)",
     )
     _finish(fig, axes, path)
+
+
+def _picks_under_sizes(ax: Any, picks: pd.Series) -> None:
+    """The rebalancing method picked at each size (``picks``: name by size), in small grey type under that size's tick
+    label: a second row of (minor) tick labels, which the layout makes room for and no y tick label can meet."""
+    ax.xaxis.remove_overlapping_locs = False  # minor ticks where major ones are: matplotlib would drop them
+    ax.set_xticks(list(picks.index), [str(name) for name in picks], minor=True)
+    ax.tick_params(axis="x", which="minor", length=0, pad=20, labelsize=7, labelcolor="#555555")
 
 
 def plot_variant_gains(comp: pd.DataFrame, metric: str, dataset: str, path: Path, alpha: float) -> None:
@@ -226,7 +274,7 @@ def plot_variant_gains(comp: pd.DataFrame, metric: str, dataset: str, path: Path
         _size_axis(ax, sizes, label=i == len(bases) - 1)
         ax.set_ylabel(f"variant − reference\n(pp, {_paired(df)})")
         ax.set_title(f"base method {base}", fontsize=9, loc="left")
-    fig.suptitle(f"{dataset}: what mixup and last-layer refitting add ({METRICS.get(metric, metric)}; colour: options added)", fontsize=10)
+    _suptitle(fig, f"{dataset}: what mixup and last-layer refitting add ({METRICS.get(metric, metric)}; colour: options added)")
     _finish(fig, axes, path, legend_title="comparison")
 
 
@@ -247,7 +295,8 @@ def plot_early_stops(table: pd.DataFrame, early_epochs: int, dataset: str, path:
     ax.set_xticks(range(len(sizes)), [f"n={s}" for s in sizes])
     ax.set_yticks(range(len(methods)), methods)
     fig.colorbar(im, ax=ax, label=f"share of folds with best_epoch ≤ {early_epochs}")
-    ax.set_title(f"{dataset}: folds whose early stopping kept epoch ≤ {early_epochs}\n(k/n: such folds / folds that ran; –: cell not run)", fontsize=10)
+    title = f"{dataset}: folds whose early stopping kept epoch ≤ {early_epochs}\n(k/n: such folds / folds that ran; –: cell not run)"
+    ax.set_title(fit_lines(title, 0.8 * fig.get_figwidth(), 10), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -278,6 +327,13 @@ def group_labels(class_name: str | None) -> dict[str, str]:
     }
 
 
+def _legend_columns(labels: Sequence[str], width_in: float, fontsize: float, most: int) -> int:
+    """The most legend columns, up to ``most``, whose row fits ``width_in`` inches: each column as wide as the widest
+    entry plus its marker and spacing (about 4 em)."""
+    widest = max((_width_in(label, fontsize) for label in labels), default=0.0) + 4 * fontsize / 72
+    return max(1, min(most, int(width_in // widest)))
+
+
 def plot_projection(coords: np.ndarray, groups: np.ndarray, title: str, path: Path, class_name: str | None = None) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 6.2), dpi=120)
@@ -288,8 +344,9 @@ def plot_projection(coords: np.ndarray, groups: np.ndarray, title: str, path: Pa
             ax.scatter(coords[sel, 0], coords[sel, 1], label=f"{labels[group]} ({int(sel.sum())})", **style)
     ax.set_xlabel("t-SNE dimension 1 (arbitrary units)")
     ax.set_ylabel("t-SNE dimension 2 (arbitrary units)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, frameon=False, markerscale=1.3)
+    ax.set_title(fit_lines(title, 0.9 * fig.get_figwidth(), 10), fontsize=10)
+    ncol = _legend_columns([str(t) for t in ax.get_legend_handles_labels()[1]], 0.9 * fig.get_figwidth(), 8, most=3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=ncol, frameon=False, markerscale=1.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -298,7 +355,8 @@ def plot_projection(coords: np.ndarray, groups: np.ndarray, title: str, path: Pa
 def plot_separability(sep: pd.DataFrame, dataset: str, path: Path) -> None:
     """ROC AUC real vs synthetic per method and size, one panel per cut class (column ``class``, where present)."""
     classes = list(dict.fromkeys(sep["class"])) if "class" in sep else [None]
-    fig, axes = _panels(len(classes), height=4.2)
+    height = 4.2
+    fig, axes = _panels(len(classes), height=height)
     sizes = sorted(sep["minority_size"].unique().tolist())
     for i, (ax, cls) in enumerate(zip(axes, classes, strict=True)):
         sub = sep if cls is None else sep[sep["class"] == cls]
@@ -309,10 +367,10 @@ def plot_separability(sep: pd.DataFrame, dataset: str, path: Path) -> None:
         _size_axis(ax, sizes, label=i == len(classes) - 1)
         ax.set_ylim(0, 1.02)
         name = "minority" if cls is None else str(cls)
-        ax.set_ylabel(f"ROC AUC, real vs synthetic {name}\n(cross-validated logistic regression)")
+        ax.set_ylabel(fit_lines(f"ROC AUC, real vs synthetic {name}\n(cross-validated logistic regression)", 0.75 * height, 10))
         if cls is not None:
             ax.set_title(f"cut class {cls}: its held-out real rows vs its synthetic rows", fontsize=9, loc="left")
-    fig.suptitle(f"{dataset}: how well a linear model tells synthetic from real minority samples\n(synthetic: made from fold {PROJECTION_FOLD}'s training part; real: held-out minority rows; 1.0: fully separable)", fontsize=10)
+    _suptitle(fig, f"{dataset}: how well a linear model tells synthetic from real minority samples\n(synthetic: made from fold {PROJECTION_FOLD}'s training part; real: held-out minority rows; 1.0: fully separable)")
     _finish(fig, axes, path)
 
 
