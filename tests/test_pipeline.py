@@ -73,7 +73,7 @@ def test_sweep_run_tree(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.M
     for key in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_recall_0", "test_recall_1", "best_val_loss", "best_val_balanced_accuracy", "best_epoch", "n_real_1", "n_synthetic_1"):
         assert key in m, key
     assert m["n_real_1"] == 16 and m["n_synthetic_1"] == m["n_real_0"] - 16
-    assert len(client.get_metric_history(ok_fold.info.run_id, "val_loss")) == m["epochs_run"]
+    assert len(client.get_metric_history(ok_fold.info.run_id, "curves/val_loss")) == m["epochs_run"]  # the curves come first on its page
     # SMOTE at n=8: each training part holds 4 minority samples <= k=5, so the cell is recorded as not run.
     smote8 = next(c for c in by_type["cell"] if c.data.params["method"] == "smote" and c.data.params["minority_size"] == "8")
     assert smote8.data.tags["embalance.status"] == "too_few_minority"

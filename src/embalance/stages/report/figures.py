@@ -344,7 +344,8 @@ def plot_projection(coords: np.ndarray, groups: np.ndarray, title: str, path: Pa
             ax.scatter(coords[sel, 0], coords[sel, 1], label=f"{labels[group]} ({int(sel.sum())})", **style)
     ax.set_xlabel("t-SNE dimension 1 (arbitrary units)")
     ax.set_ylabel("t-SNE dimension 2 (arbitrary units)")
-    ax.set_title(fit_lines(title, 0.9 * fig.get_figwidth(), 10), fontsize=10)
+    # An axes title is centred on the axes, which the y label pushes right of the figure's centre: fit it to the axes.
+    ax.set_title(fit_lines(title, 0.75 * fig.get_figwidth(), 10), fontsize=10)
     ncol = _legend_columns([str(t) for t in ax.get_legend_handles_labels()[1]], 0.9 * fig.get_figwidth(), 8, most=3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=ncol, frameon=False, markerscale=1.3)
     fig.tight_layout()
