@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embalance.codedeps import SRC, sweep_files
 from embalance.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -88,13 +89,13 @@ def connect(address: str, timeout: float) -> Iterator[Client]:
             client.close()
 
 
-def code_digest(*extra: Path) -> str:
-    """A hash of the code that computes a cell (the experiment core, and ``extra`` files of the package), to refuse
-    workers that run other code; the sweep's resume key hashes it with the sweep stage's own file."""
-    package = Path(__file__).parent
+def code_digest() -> str:
+    """A hash of the code that computes a cell, to refuse workers that run other code: the files of the sweep stage's
+    closure (:func:`embalance.codedeps.sweep_files`, the same list as the sweep's source deps in dvc.yaml); the
+    sweep's resume key hashes it too."""
     h = hashlib.sha256()
-    for path in sorted([*(package / "experiment").rglob("*.py"), *extra]):
-        h.update(path.relative_to(package).as_posix().encode())
+    for path in sweep_files():
+        h.update(path.relative_to(SRC).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

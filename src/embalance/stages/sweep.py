@@ -312,8 +312,8 @@ def resume_key(params: Mapping[str, Any], emb: Embeddings, draws: Sequence[int] 
         relevant["draws_run"] = list(draws)
     h.update(json.dumps(relevant, sort_keys=True, default=str).encode())
     h.update(json.dumps({k: v for k, v in emb.tags.items() if k.endswith("md5")}, sort_keys=True).encode())
-    # The code that computes a cell: the experiment core and this stage (the same folders dvc.yaml names as deps).
-    h.update(code_digest(Path(__file__)).encode())
+    # The code that computes a cell: the sweep stage's closure (embalance.codedeps: the files dvc.yaml names as its deps).
+    h.update(code_digest().encode())
     return h.hexdigest()[:16]
 
 
