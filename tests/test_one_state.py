@@ -160,3 +160,53 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     assert newest.info.run_name.startswith("cell tiny random n=32 2-fold [") and newest.data.params["augment.methods"] == "['random']" and newest.info.status == "FINISHED"
     assert (proj / "results" / "tiny" / "cells" / "random-n32" / "cells.csv").is_file()
     assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, env)
+
+
+# ------------------------------------------------------------------------ the stages' command, a failed experiment
+def _small(tiny_params: dict) -> dict:
+    """The tiny params cut further for a whole pipeline: two methods, one tuned size with two trials of one method."""
+    p = dict(tiny_params)
+    p["augment"] = {**p["augment"], "methods": ["none", "random"]}
+    p["tune"] = {**p["tune"], "sizes": [32], "n_trials": 2, "methods": ["random"]}
+    p["export"] = {**p["export"], "parity_texts": 8}
+    p["report"] = {**p["report"], "projection": {**p["report"]["projection"], "methods": ["random"], "size": 32},
+                   "separability": {**p["report"]["separability"], "methods": ["random"], "sizes": [32]}}  # fmt: skip
+    return p
+
+
+def _bare_env(uri: str) -> dict[str, str]:
+    """:func:`_env` without the virtual environment on PATH: what a user without it activated has."""
+    return {**_env(uri), "PATH": f"/usr/bin{os.pathsep}/bin"}
+
+
+@pytest.mark.slow
+def test_pipeline_stages_run_the_embalance_that_started_it(tiny_params: dict, tmp_path: Path) -> None:
+    """`.venv/bin/embalance pipeline` with the environment not activated: its stages call `embalance`, found beside it."""
+    p = _small(tiny_params)
+    proj = tmp_path / "proj"
+    _git_dvc_project(proj, p)
+    out = _run([str(BIN / "embalance"), "pipeline"], proj, _bare_env(p["tracking"]["uri"]))
+    assert "embalance pipeline: dvc repro" in out and "Running stage 'report'" in out
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, _env(p["tracking"]["uri"]))
+
+
+@pytest.mark.slow
+def test_a_failed_experiment_leaves_the_workspace_as_it_was(tiny_params: dict, tmp_path: Path) -> None:
+    """An override that the schema takes but the tune stage refuses (k_neighbors >= a fold's 2 minority samples at
+    size 4): `dvc exp run` fails after writing it into params.yaml, which is then put back byte for byte, and so is
+    every tracked file the run changed; a file the user had changed before keeps the user's change."""
+    p = _small(tiny_params)
+    proj = tmp_path / "proj"
+    _git_dvc_project(proj, p)
+    (proj / "MLproject").write_text((proj / "MLproject").read_text() + "# the user's own edit\n")
+    params_before = (proj / "params.yaml").read_bytes()
+    status = ["git", "status", "--porcelain", "--untracked-files=no"]
+    status_before = subprocess.run(status, cwd=proj, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([str(BIN / "embalance"), "pipeline", "--set", "tune.sizes=[4]"], cwd=proj, env=_bare_env(p["tracking"]["uri"]),
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "the range must start at most at 1" in out.stdout + out.stderr  # the tune stage's refusal, not an earlier one
+    assert (proj / "params.yaml").read_bytes() == params_before
+    assert subprocess.run(status, cwd=proj, capture_output=True, text=True, check=True).stdout == status_before == " M MLproject\n"
+    restored = [line for line in out.stderr.splitlines() if "put back as before it" in line]
+    assert restored == ["embalance pipeline: the experiment did not finish; params.yaml put back as before it."]
