@@ -14,6 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from embalance.cli import main as cli_main
+from embalance.errors import ConfigError
 from embalance.stages import pipeline
 
 from .conftest import ROOT
@@ -74,6 +75,33 @@ def test_pipeline_dry_run_names_the_dvc_command(tiny_params: dict, tmp_path: Pat
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
     assert cli_main(["pipeline", "--dry-run", "--params", "other.yaml"]) == 0  # another params file: its differences
     assert capsys.readouterr().out.strip() == "dvc exp run -S seed=11"
+
+
+def test_an_interrupted_experiment_puts_back_the_tracked_files_it_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """params.yaml byte for byte, and the tracked files that were clean before; the user's own changes and untracked
+    files stay as they are."""
+    for name in ("params.yaml", "dvc.lock", "notes.txt"):
+        (tmp_path / name).write_text(f"{name}: before\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "params.yaml").write_text("params.yaml: the user's edit\n")
+    (tmp_path / "notes.txt").write_text("notes.txt: the user's edit\n")
+    with pytest.raises(KeyboardInterrupt), pipeline.restored_on_failure(tmp_path, tmp_path / "params.yaml"):
+        for name in ("params.yaml", "dvc.lock", "notes.txt", "new.txt"):
+            (tmp_path / name).write_text(f"{name}: the experiment's\n")
+        raise KeyboardInterrupt
+    assert {f.name: f.read_text() for f in tmp_path.iterdir() if f.is_file()} == {
+        "params.yaml": "params.yaml: the user's edit\n", "dvc.lock": "dvc.lock: before\n",
+        "notes.txt": "notes.txt: the experiment's\n", "new.txt": "new.txt: the experiment's\n",
+    }  # fmt: skip
+    assert capsys.readouterr().err == "embalance pipeline: the experiment did not finish; params.yaml and 1 other tracked file (dvc.lock) put back as before it.\n"
+
+
+def test_pipeline_without_dvc_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"`dvc` is neither beside this Python .* nor on PATH: run `make install`"):
+        pipeline.find_dvc()
 
 
 # ------------------------------------------------------------------------------------------------ end to end
