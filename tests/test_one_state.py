@@ -14,6 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from embalance.cli import main as cli_main
+from embalance.errors import ConfigError
 from embalance.stages import pipeline
 
 from .conftest import ROOT
@@ -74,6 +75,33 @@ def test_pipeline_dry_run_names_the_dvc_command(tiny_params: dict, tmp_path: Pat
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
     assert cli_main(["pipeline", "--dry-run", "--params", "other.yaml"]) == 0  # another params file: its differences
     assert capsys.readouterr().out.strip() == "dvc exp run -S seed=11"
+
+
+def test_an_interrupted_experiment_puts_back_the_tracked_files_it_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """params.yaml byte for byte, and the tracked files that were clean before; the user's own changes and untracked
+    files stay as they are."""
+    for name in ("params.yaml", "dvc.lock", "notes.txt"):
+        (tmp_path / name).write_text(f"{name}: before\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "params.yaml").write_text("params.yaml: the user's edit\n")
+    (tmp_path / "notes.txt").write_text("notes.txt: the user's edit\n")
+    with pytest.raises(KeyboardInterrupt), pipeline.restored_on_failure(tmp_path, tmp_path / "params.yaml"):
+        for name in ("params.yaml", "dvc.lock", "notes.txt", "new.txt"):
+            (tmp_path / name).write_text(f"{name}: the experiment's\n")
+        raise KeyboardInterrupt
+    assert {f.name: f.read_text() for f in tmp_path.iterdir() if f.is_file()} == {
+        "params.yaml": "params.yaml: the user's edit\n", "dvc.lock": "dvc.lock: before\n",
+        "notes.txt": "notes.txt: the experiment's\n", "new.txt": "new.txt: the experiment's\n",
+    }  # fmt: skip
+    assert capsys.readouterr().err == "embalance pipeline: the experiment did not finish; params.yaml and 1 other tracked file (dvc.lock) put back as before it.\n"
+
+
+def test_pipeline_without_dvc_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"`dvc` is neither beside this Python .* nor on PATH: run `make install`"):
+        pipeline.find_dvc()
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -160,3 +188,53 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     assert newest.info.run_name.startswith("cell tiny random n=32 2-fold [") and newest.data.params["augment.methods"] == "['random']" and newest.info.status == "FINISHED"
     assert (proj / "results" / "tiny" / "cells" / "random-n32" / "cells.csv").is_file()
     assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, env)
+
+
+# ------------------------------------------------------------------------ the stages' command, a failed experiment
+def _small(tiny_params: dict) -> dict:
+    """The tiny params cut further for a whole pipeline: two methods, one tuned size with two trials of one method."""
+    p = dict(tiny_params)
+    p["augment"] = {**p["augment"], "methods": ["none", "random"]}
+    p["tune"] = {**p["tune"], "sizes": [32], "n_trials": 2, "methods": ["random"]}
+    p["export"] = {**p["export"], "parity_texts": 8}
+    p["report"] = {**p["report"], "projection": {**p["report"]["projection"], "methods": ["random"], "size": 32},
+                   "separability": {**p["report"]["separability"], "methods": ["random"], "sizes": [32]}}  # fmt: skip
+    return p
+
+
+def _bare_env(uri: str) -> dict[str, str]:
+    """:func:`_env` without the virtual environment on PATH: what a user without it activated has."""
+    return {**_env(uri), "PATH": f"/usr/bin{os.pathsep}/bin"}
+
+
+@pytest.mark.slow
+def test_pipeline_stages_run_the_embalance_that_started_it(tiny_params: dict, tmp_path: Path) -> None:
+    """`.venv/bin/embalance pipeline` with the environment not activated: its stages call `embalance`, found beside it."""
+    p = _small(tiny_params)
+    proj = tmp_path / "proj"
+    _git_dvc_project(proj, p)
+    out = _run([str(BIN / "embalance"), "pipeline"], proj, _bare_env(p["tracking"]["uri"]))
+    assert "embalance pipeline: dvc repro" in out and "Running stage 'report'" in out
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, _env(p["tracking"]["uri"]))
+
+
+@pytest.mark.slow
+def test_a_failed_experiment_leaves_the_workspace_as_it_was(tiny_params: dict, tmp_path: Path) -> None:
+    """An override that the schema takes but the tune stage refuses (k_neighbors >= a fold's 2 minority samples at
+    size 4): `dvc exp run` fails after writing it into params.yaml, which is then put back byte for byte, and so is
+    every tracked file the run changed; a file the user had changed before keeps the user's change."""
+    p = _small(tiny_params)
+    proj = tmp_path / "proj"
+    _git_dvc_project(proj, p)
+    (proj / "MLproject").write_text((proj / "MLproject").read_text() + "# the user's own edit\n")
+    params_before = (proj / "params.yaml").read_bytes()
+    status = ["git", "status", "--porcelain", "--untracked-files=no"]
+    status_before = subprocess.run(status, cwd=proj, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([str(BIN / "embalance"), "pipeline", "--set", "tune.sizes=[4]"], cwd=proj, env=_bare_env(p["tracking"]["uri"]),
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "the range must start at most at 1" in out.stdout + out.stderr  # the tune stage's refusal, not an earlier one
+    assert (proj / "params.yaml").read_bytes() == params_before
+    assert subprocess.run(status, cwd=proj, capture_output=True, text=True, check=True).stdout == status_before == " M MLproject\n"
+    restored = [line for line in out.stderr.splitlines() if "put back as before it" in line]
+    assert restored == ["embalance pipeline: the experiment did not finish; params.yaml put back as before it."]

@@ -9,14 +9,21 @@ Overrides (``--set``, ``--datasets/--methods/--sizes``, or a params file other t
 become ``dvc exp run -S`` overrides: DVC writes them into ``params.yaml`` and records a DVC experiment, named after
 this MLflow run, that ``dvc exp show`` lists — the DVC way of running a variant, so ``dvc repro`` afterwards is a
 no-op here too. Hydra's override grammar (which ``-S`` takes) is written by hand below: no library writes it.
+An experiment that fails or is interrupted leaves the workspace as it found it: ``params.yaml`` byte for byte, and
+every git-tracked file that was unmodified before (DVC itself leaves the overrides in ``params.yaml``).
+
+The stages run the ``embalance`` (and this runs the ``dvc``) of the interpreter that runs this: its ``bin`` folder goes
+first on the stages' ``PATH``, so ``.venv/bin/embalance pipeline`` works without the virtual environment activated.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +120,68 @@ def _lock(root: Path, dvc_yaml: Path) -> dict[str, Any]:
     return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}
 
 
+def find_dvc() -> str:
+    """The ``dvc`` beside this interpreter (the one installed with embalance), else the first on ``PATH``."""
+    beside = Path(sys.executable).with_name("dvc")
+    found = str(beside) if beside.is_file() else shutil.which("dvc")
+    if found is None:
+        raise ConfigError(
+            f"`embalance pipeline` runs DVC, but `dvc` is neither beside this Python ({str(beside.parent)!r}) nor on PATH: "
+            "run `make install` (or `pip install -e .` in the project's .venv), or activate .venv."
+        )
+    return found
+
+
+def stage_env(parent_run_id: str) -> dict[str, str]:
+    """The stages' environment: this interpreter's ``bin`` first on ``PATH`` (the ``embalance`` they call is this one),
+    and the pipeline's MLflow run as their parent."""
+    env = {**os.environ, tracking.PARENT_RUN_ENV: parent_run_id}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *filter(None, [env.get("PATH")])])
+    env.pop("MLFLOW_RUN_ID", None)  # the stages nest under this run, not inside it
+    return env
+
+
+# ------------------------------------------------------------------------------------ a failed experiment undone
+def _git(top: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", *args], cwd=top, capture_output=True, check=False)
+
+
+def _modified(top: Path) -> set[str]:
+    """Tracked files (relative to the git work tree ``top``) that differ from HEAD, in the index or the work tree."""
+    out = _git(top, "status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames")
+    return {entry[3:].decode() for entry in out.stdout.split(b"\0") if entry} if out.returncode == 0 else set()
+
+
+@contextmanager
+def restored_on_failure(root: Path, params_file: Path) -> Iterator[None]:
+    """On an exception (a failed or interrupted ``dvc exp run``), put the workspace back as it was on entry.
+
+    ``params_file`` gets its bytes back; every git-tracked file that was unmodified on entry and is modified now is
+    checked out from HEAD. Files the user had modified before are left alone (except ``params_file``), and so are
+    untracked ones (the outputs of the stages that finished stay, with DVC's cache and run-cache).
+    """
+    saved = params_file.read_bytes() if params_file.is_file() else None
+    top_out = _git(root, "rev-parse", "--show-toplevel")
+    top = Path(top_out.stdout.decode().strip()) if top_out.returncode == 0 else None
+    before = _modified(top) if top is not None else set()
+    try:
+        yield
+    except BaseException:
+        changed = sorted(_modified(top) - before) if top is not None else []
+        if changed:
+            _git(top, "checkout", "HEAD", "--", *changed)
+        if saved is not None:
+            params_file.write_bytes(saved)
+        elif params_file.is_file():
+            params_file.unlink()
+        rel = params_file.relative_to(root).as_posix()
+        in_git = params_file.resolve().relative_to(top.resolve()).as_posix() if top is not None else rel
+        others = [path for path in changed if path != in_git]
+        also = f" and {len(others)} other tracked file{'s' * (len(others) != 1)} ({', '.join(others)})" if others else ""
+        print(f"embalance pipeline: the experiment did not finish; {rel}{also} put back as before it.", file=sys.stderr, flush=True)
+        raise
+
+
 def run(params_path: str | os.PathLike[str], overrides: list[str], *, dry_run: bool = False) -> list[str]:
     """``dvc repro`` (or ``dvc exp run -S …`` with overrides) under one MLflow run; returns the DVC command."""
     params_path = Path(params_path)
@@ -124,8 +193,7 @@ def run(params_path: str | os.PathLike[str], overrides: list[str], *, dry_run: b
     rel_params = project_params.relative_to(root).as_posix()
     sets = dvc_overrides(base, wanted, "" if rel_params == "params.yaml" else rel_params)
     target = [] if dvc_yaml.parent == root else [dvc_yaml.relative_to(root).as_posix()]
-    dvc = str(Path(sys.executable).with_name("dvc"))
-    dvc = dvc if Path(dvc).is_file() else "dvc"
+    dvc = find_dvc()
     if dry_run:
         return [dvc, "exp", "run", *target, *[a for s in sets for a in ("-S", s)]] if sets else [dvc, "repro", *target]
 
@@ -147,19 +215,18 @@ def run(params_path: str | os.PathLike[str], overrides: list[str], *, dry_run: b
         mlflow.log_dict(dict(wanted), "params.yaml")
         mlflow.set_tag("embalance.dvc.command", " ".join(["dvc", *cmd[1:]]))
         print("embalance pipeline:", " ".join(["dvc", *cmd[1:]]), flush=True)
-        env = {**os.environ, tracking.PARENT_RUN_ENV: run.info.run_id}
-        env.pop("MLFLOW_RUN_ID", None)  # the stages nest under this run, not inside it
-        proc = subprocess.Popen(cmd, cwd=root, env=env)
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:  # SIGTERM to us (cli.py); Ctrl-C reaches dvc itself through the terminal
-            proc.terminate()
-            proc.wait()
-            raise
-        after = _lock(root, dvc_yaml)
-        ran = sorted(stage for stage, entry in after.items() if before.get(stage) != entry)
-        mlflow.set_tag(STAGES_RUN_TAG, ",".join(ran) if ran else "none (up to date)")
-        if code != 0:
-            raise EmbalanceError(f"`{' '.join(['dvc', *cmd[1:]])}` failed with exit code {code} (its output is above).")
+        with restored_on_failure(root, project_params) if sets else nullcontext():
+            proc = subprocess.Popen(cmd, cwd=root, env=stage_env(run.info.run_id))
+            try:
+                code = proc.wait()
+            except KeyboardInterrupt:  # SIGTERM to us (cli.py); Ctrl-C reaches dvc itself through the terminal
+                proc.terminate()
+                proc.wait()
+                raise
+            after = _lock(root, dvc_yaml)
+            ran = sorted(stage for stage, entry in after.items() if before.get(stage) != entry)
+            mlflow.set_tag(STAGES_RUN_TAG, ",".join(ran) if ran else "none (up to date)")
+            if code != 0:
+                raise EmbalanceError(f"`{' '.join(['dvc', *cmd[1:]])}` failed with exit code {code} (its output is above).")
         mlflow.log_artifact(str(dvc_yaml.with_name("dvc.lock"))) if dvc_yaml.with_name("dvc.lock").is_file() else None
     return cmd
