@@ -175,7 +175,7 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     out = subprocess.run([str(BIN / "dvc"), "plots", "diff", first_exp, "fewer-epochs", "--json"], cwd=proj, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     diff = json.loads(out.stdout)
-    for plot, methods in (("reports/plots/balanced_accuracy/tiny.csv", {"none", "random"}), ("reports/plots/gain/tiny_vs_none.csv", {"random"})):
+    for plot, methods in (("reports/plots/balanced_accuracy/tiny.json", {"none", "random"}), ("reports/plots/gain/tiny_vs_none.json", {"random"})):
         (rendered,) = diff["data"][plot]
         points = rendered["content"]["data"]["values"]
         assert {p["rev"] for p in points} == {first_exp, "fewer-epochs"}, plot  # both experiments' curves

@@ -532,7 +532,7 @@ def test_tiny_report_agrees_with_mlflow(tiny_params: dict, tiny_data: Path, tmp_
         "figures/tiny_balanced_accuracy_vs_size.png", "figures/tiny_early_stops.png", "figures/tiny_gain_vs_none.png", "figures/tiny_gain_vs_random.png",
         "figures/tiny_macro_f1_vs_size.png", "figures/tiny_projection_smote_n32.png", "figures/tiny_projection_vae_n32.png",
         "figures/tiny_separability.png", "figures/tiny_synthetic_vs_rebalancing.png",
-        "metrics/tiny.json", "plots/balanced_accuracy/tiny.csv", "plots/gain/tiny_vs_none.csv", "plots/gain/tiny_vs_random.csv",
+        "metrics/tiny.json", "plots/balanced_accuracy/tiny.json", "plots/gain/tiny_vs_none.json", "plots/gain/tiny_vs_random.json",
         "tables/tiny_classes.csv", "tables/tiny_results.csv", "tables/tiny_results.md", "tables/tiny_separability.csv", "tables/tiny_separability.md",
         "tables/tiny_synthetic_vs_rebalancing.csv", "tables/tiny_synthetic_vs_rebalancing.md",
         "tables/tiny_tests.csv", "tables/tiny_tests.md", "tables/tiny_training_length.csv", "tables/tiny_training_length.md",

@@ -45,8 +45,8 @@ def test_headline_metrics_are_exact() -> None:
 def test_written_files_are_what_dvc_reads(tmp_path: Path) -> None:
     dvc_outputs.write(tmp_path, "toy", _summary(), _comparisons(), REP)
     assert json.loads((tmp_path / "metrics" / "toy.json").read_text())["synthetic"] == "smote"
-    acc = pd.read_csv(tmp_path / "plots" / "balanced_accuracy" / "toy.csv")
+    acc = pd.read_json(tmp_path / "plots" / "balanced_accuracy" / "toy.json")
     assert list(acc.columns) == ["method", "minority_size", "balanced_accuracy", "ci_low", "ci_high"] and len(acc) == 11  # smote n=4: no row
-    gain = pd.read_csv(tmp_path / "plots" / "gain" / "toy_vs_none.csv")
+    gain = pd.read_json(tmp_path / "plots" / "gain" / "toy_vs_none.json")
     assert gain.set_index(["method", "minority_size"])["gain"].to_dict() == pytest.approx({("random", 8): 0.04, ("smote", 8): 0.06, ("smote", 16): 0.06, ("weighted", 4): -0.03})
-    assert (tmp_path / "plots" / "gain" / "toy_vs_random.csv").is_file()
+    assert (tmp_path / "plots" / "gain" / "toy_vs_random.json").is_file()

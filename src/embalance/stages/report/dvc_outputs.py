@@ -4,7 +4,7 @@
   fits 120 columns: the mean balanced test accuracy over the minority sizes at which every method ran, of each
   baseline and of the best synthetic and the best rebalancing method (named). Every method's numbers are in
   ``reports/tables/<dataset>_results.csv`` and the plot data below.
-- ``reports/plots/balanced_accuracy/<dataset>.csv`` and ``reports/plots/gain/<dataset>_vs_<baseline>.csv``: long
+- ``reports/plots/balanced_accuracy/<dataset>.json`` and ``reports/plots/gain/<dataset>_vs_<baseline>.json``: long
   tables (method, minority_size, value) that dvc.yaml's top-level ``plots`` draw with the template
   ``.dvc/plots/by_method.json`` (a line per method; with ``dvc plots diff`` a dash pattern per revision), so two
   experiments overlay. The PNG figures stay for the report.
@@ -75,4 +75,6 @@ def write(out_dir: Path, dataset: str, summary: pd.DataFrame, comparisons: pd.Da
     for name, table in plot_tables(summary, comparisons, baselines).items():
         kind, suffix = ("balanced_accuracy", "") if name == "balanced_accuracy" else ("gain", f"_vs_{name.removeprefix('gain_vs_')}")
         (out_dir / "plots" / kind).mkdir(parents=True, exist_ok=True)
-        table.to_csv(out_dir / "plots" / kind / f"{dataset}{suffix}.csv", index=False, float_format="%.6g")
+        # JSON records (DVC draws them as it draws CSV): small, in git, so `dvc plots show` draws in a fresh clone.
+        text = table.to_json(orient="records", double_precision=6, lines=False).replace("},{", "},\n{")
+        (out_dir / "plots" / kind / f"{dataset}{suffix}.json").write_text(text + "\n")
