@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "datasets").resolve()
+BIN = Path(sys.executable).parent  # the venv running the tests: its dvc, mlflow, embalance
 
 
 @pytest.fixture(scope="session")
@@ -175,3 +179,27 @@ def _given_postgres(admin_url: str, unavailable):
         with psycopg.connect(conninfo, autocommit=True) as conn:
             for name in created:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------------------------- a git + DVC copy of the project
+def git_dvc_project(proj: Path, params: dict) -> None:
+    """The real project files (code, dvc.yaml, MLproject) with ``params``, committed in a new git + DVC repository."""
+    shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", "paths.yaml", "MLproject", "conda.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, proj / name)
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
+    shutil.copy(ROOT / ".dvcignore", proj / ".dvcignore")
+    shutil.copytree(ROOT / ".dvc" / "plots", proj / ".dvc" / "plots")  # the plot template dvc.yaml names, the offline page
+    shutil.copy(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
+
+
+def project_env(uri: str) -> dict[str, str]:
+    """The environment of a command run in a test project: this venv first on PATH, the MLflow store ``uri``, offline."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "EMBALANCE_PARENT_RUN_ID"):
+        env.pop(var, None)
+    return env

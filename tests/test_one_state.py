@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,7 @@ from embalance.cli import main as cli_main
 from embalance.errors import ConfigError
 from embalance.stages import pipeline
 
-from .conftest import ROOT
-
-BIN = Path(sys.executable).parent
+from .conftest import BIN, git_dvc_project, project_env
 
 
 # -------------------------------------------------------------------------------------------- the overrides
@@ -39,21 +36,6 @@ def test_dvc_overrides_turn_the_project_params_into_the_wanted_ones() -> None:
     assert pipeline.dvc_overrides(base, {**base, "seed": 2}, "studies/x/params.yaml") == ["studies/x/params.yaml:seed=2"]
 
 
-def _git_dvc_project(proj: Path, params: dict) -> None:
-    """The real project files (code, dvc.yaml, MLproject) with ``params``, committed in a new git + DVC repository."""
-    shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", "paths.yaml", "MLproject", "conda.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, proj / name)
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
-        subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
-    shutil.copy(ROOT / ".dvcignore", proj / ".dvcignore")
-    shutil.copytree(ROOT / ".dvc" / "plots", proj / ".dvc" / "plots")  # the plot template dvc.yaml names, the offline page
-    shutil.copy(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
-    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
-
-
 def test_pipeline_outside_a_dvc_repository_is_one_clear_error(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path)
@@ -65,7 +47,7 @@ def test_pipeline_outside_a_dvc_repository_is_one_clear_error(tiny_params: dict,
 
 def test_pipeline_dry_run_names_the_dvc_command(tiny_params: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    _git_dvc_project(tmp_path, tiny_params)
+    git_dvc_project(tmp_path, tiny_params)
     monkeypatch.chdir(tmp_path)
     assert cli_main(["pipeline", "--dry-run"]) == 0
     assert capsys.readouterr().out.strip() == "dvc repro"
@@ -105,13 +87,6 @@ def test_pipeline_without_dvc_says_how_to_get_it(tmp_path: Path, monkeypatch: py
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-def _env(uri: str) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "EMBALANCE_PARENT_RUN_ID"):
-        env.pop(var, None)
-    return env
-
-
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
@@ -130,9 +105,9 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
     p["report"] = {**p["report"], "projection": {**p["report"]["projection"], "methods": ["smote"], "size": 32},
                    "separability": {**p["report"]["separability"], "methods": ["smote"], "sizes": [32]}}  # fmt: skip
     proj = tmp_path / "proj"
-    _git_dvc_project(proj, p)
+    git_dvc_project(proj, p)
     uri = p["tracking"]["uri"]
-    env = _env(uri)
+    env = project_env(uri)
     mlflow_run = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local"]
 
     first = _run([*mlflow_run, "-P", "methods=none,random"], proj, env)  # an override: a DVC experiment
@@ -203,8 +178,8 @@ def _small(tiny_params: dict) -> dict:
 
 
 def _bare_env(uri: str) -> dict[str, str]:
-    """:func:`_env` without the virtual environment on PATH: what a user without it activated has."""
-    return {**_env(uri), "PATH": f"/usr/bin{os.pathsep}/bin"}
+    """:func:`project_env` without the virtual environment on PATH: what a user without it activated has."""
+    return {**project_env(uri), "PATH": f"/usr/bin{os.pathsep}/bin"}
 
 
 @pytest.mark.slow
@@ -212,10 +187,10 @@ def test_pipeline_stages_run_the_embalance_that_started_it(tiny_params: dict, tm
     """`.venv/bin/embalance pipeline` with the environment not activated: its stages call `embalance`, found beside it."""
     p = _small(tiny_params)
     proj = tmp_path / "proj"
-    _git_dvc_project(proj, p)
+    git_dvc_project(proj, p)
     out = _run([str(BIN / "embalance"), "pipeline"], proj, _bare_env(p["tracking"]["uri"]))
     assert "embalance pipeline: dvc repro" in out and "Running stage 'report'" in out
-    assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, _env(p["tracking"]["uri"]))
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], proj, project_env(p["tracking"]["uri"]))
 
 
 @pytest.mark.slow
@@ -225,7 +200,7 @@ def test_a_failed_experiment_leaves_the_workspace_as_it_was(tiny_params: dict, t
     every tracked file the run changed; a file the user had changed before keeps the user's change."""
     p = _small(tiny_params)
     proj = tmp_path / "proj"
-    _git_dvc_project(proj, p)
+    git_dvc_project(proj, p)
     (proj / "MLproject").write_text((proj / "MLproject").read_text() + "# the user's own edit\n")
     params_before = (proj / "params.yaml").read_bytes()
     status = ["git", "status", "--porcelain", "--untracked-files=no"]

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -141,6 +144,68 @@ def stage_env(parent_run_id: str) -> dict[str, str]:
     return env
 
 
+# ------------------------------------------------------------------------------------------ stopping what we started
+def _group_gone(proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Whether every process of the group ``proc`` leads has exited before ``deadline`` (the leader is reaped here)."""
+    while True:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM to the process group ``proc`` leads (DVC and the stage it runs: each unwinds, keeping finished work),
+    a wait of at most ``timeout`` seconds for all of it to be gone, then SIGKILL to whatever is left. A second
+    interrupt during the wait kills the group at once."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        proc.wait()
+        return
+    try:
+        gone = _group_gone(proc, time.monotonic() + timeout)
+    except KeyboardInterrupt:
+        gone = False
+    if not gone:
+        print(f"embalance pipeline: the stages did not stop within {timeout:g} s of SIGTERM (or a second interrupt came): killed.",
+              file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+@contextmanager
+def parent_watched(watch: bool, interval: float = 0.5) -> Iterator[None]:
+    """If ``watch`` (we are an ``mlflow run`` entry point), stop like on SIGTERM when the process that started us is
+    gone: ``mlflow run`` dies of a SIGTERM without passing it on to its entry point's command (its ``_wait_for`` cancels
+    the command on KeyboardInterrupt, i.e. SIGINT, only). Elsewhere (a shell, ``nohup``) a parent that exits is no
+    reason to stop, and nothing is watched."""
+    if not watch or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    parent, done = os.getppid(), threading.Event()
+
+    def watcher() -> None:
+        while not done.wait(interval):
+            if os.getppid() != parent:
+                print("embalance pipeline: the process that started it is gone (mlflow run stopped?): stopping.", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watcher, name="embalance-parent-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 # ------------------------------------------------------------------------------------ a failed experiment undone
 def _git(top: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["git", *args], cwd=top, capture_output=True, check=False)
@@ -197,6 +262,7 @@ def run(params_path: str | os.PathLike[str], overrides: list[str], *, dry_run: b
     if dry_run:
         return [dvc, "exp", "run", *target, *[a for s in sets for a in ("-S", s)]] if sets else [dvc, "repro", *target]
 
+    under_mlflow_run = "MLFLOW_RUN_ID" in os.environ  # read before tracking takes it out of the environment
     tracking.setup(wanted)
     before = _lock(root, dvc_yaml)
     with tracking.parent_run("pipeline", tags={**tracking.git_info(root), "embalance.run_type": "pipeline"}) as run:
@@ -216,12 +282,13 @@ def run(params_path: str | os.PathLike[str], overrides: list[str], *, dry_run: b
         mlflow.set_tag("embalance.dvc.command", " ".join(["dvc", *cmd[1:]]))
         print("embalance pipeline:", " ".join(["dvc", *cmd[1:]]), flush=True)
         with restored_on_failure(root, project_params) if sets else nullcontext():
-            proc = subprocess.Popen(cmd, cwd=root, env=stage_env(run.info.run_id))
+            # DVC leads a process group of its own, with the stages it starts: a signal to us reaches all of them.
+            proc = subprocess.Popen(cmd, cwd=root, env=stage_env(run.info.run_id), start_new_session=True)
             try:
-                code = proc.wait()
-            except KeyboardInterrupt:  # SIGTERM to us (cli.py); Ctrl-C reaches dvc itself through the terminal
-                proc.terminate()
-                proc.wait()
+                with parent_watched(under_mlflow_run):
+                    code = proc.wait()
+            except KeyboardInterrupt:  # SIGINT or SIGTERM to us (cli.py turns SIGTERM into this), or our launcher gone
+                stop_group(proc)
                 raise
             after = _lock(root, dvc_yaml)
             ran = sorted(stage for stage, entry in after.items() if before.get(stage) != entry)
