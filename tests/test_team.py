@@ -373,6 +373,8 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(tune_project: tup
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == n
     assert [t.state for t in trials].count(TrialState.FAIL) == 1 and TrialState.RUNNING not in {t.state for t in trials}
     assert sorted(t.number for t in trials) == list(range(n + 1))  # the replacement is a new trial; none ran twice
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]  # with the killed trial's parameters
+    assert retry.params == victim.params and retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
 
     runs = {int(r.data.tags["optuna.trial_number"]): r for r in _trial_runs(tracking_server.url, p["tracking"]["experiment"])}
     assert sorted(runs) == list(range(n + 1)) and len({r.data.tags["mlflow.parentRunId"] for r in runs.values()}) == 1

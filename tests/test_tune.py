@@ -165,11 +165,48 @@ def test_sigterm_mid_study_then_resume(project: tuple[Path, dict]) -> None:
     trials = _study(p).trials
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 6 and [t.state for t in trials].count(TrialState.FAIL) == 1
+    # The interrupted trial's parameters were trained again, to the end, by the first trial of the resumed run.
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") is not None]
+    assert retry.user_attrs["retry_of"] == interrupted.number and retry.number == interrupted.number + 1
+    assert retry.params == interrupted.params and retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    table = pd.read_csv(root / "results" / "tiny" / "tune" / "trials_n32.csv")
+    assert table.set_index("number")["retry_of"].dropna().to_dict() == {retry.number: interrupted.number}
     runs = _trial_runs(p)
+    assert {r.data.tags["optuna.trial_number"]: r.data.tags["embalance.retry_of"] for r in runs if "embalance.retry_of" in r.data.tags} == {str(retry.number): str(interrupted.number)}
     assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]  # nothing lost
     assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
     studies = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert len(studies) == 1  # the resumed study kept its one MLflow run
+
+
+def test_an_interrupted_trial_is_retried_once_with_its_parameters() -> None:
+    study = optuna.create_study(direction="maximize")
+
+    lr = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2)}
+
+    def failed(value: float, **attrs: object) -> None:
+        trial = study.ask(lr)
+        assert trial.params == {"train.lr": value}
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        study.tell(trial, state=TrialState.FAIL)
+
+    study.enqueue_trial({"train.lr": 0.002})
+    failed(0.002, fail_reason="interrupted (_Terminated: signal 15)")
+    study.enqueue_trial({"train.lr": 0.003})
+    failed(0.003, fail_reason="ValueError: a bug")  # failed of an error: retrying would fail again
+    study.enqueue_trial({"train.lr": 0.004})
+    failed(0.004)  # failed by heartbeat: its worker could leave no reason
+    assert tune.enqueue_retry(study) == 0 and tune.enqueue_retry(study) == 2  # each once, whoever asks
+    assert tune.enqueue_retry(study) is None
+    first, second = study.ask(lr), study.ask(lr)
+    assert (first.params, first.user_attrs["retry_of"]) == ({"train.lr": 0.002}, 0)
+    assert (second.params, second.user_attrs["retry_of"]) == ({"train.lr": 0.004}, 2)
+    study.tell(first, state=TrialState.FAIL)  # the retry interrupted in turn (by heartbeat): retried again, once
+    study.tell(second, 0.5)
+    assert tune.enqueue_retry(study) == first.number and tune.enqueue_retry(study) is None
+    table = tune.trials_table(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert table[["number", "retry_of"]].to_dict("records") == [{"number": second.number, "retry_of": 2}]
 
 
 @pytest.mark.slow
@@ -402,4 +439,4 @@ def test_the_tables_keep_a_pruned_trials_partial_mean_apart() -> None:
     ]
     spec = tune.StudySpec("tiny", 32, "tiny-n32-grid", "sqlite:///optuna.db", 2, "grid", (), ("smote",), ())
     lines = tune.grid_markdown(table, spec).splitlines()
-    assert lines[-2:] == ["| smote | 3 | 0.6125 | COMPLETE |", "| smote | 7 | 0.6250 (partial) | PRUNED |"]
+    assert lines[-2:] == ["| smote | 3 | 0.6125 | COMPLETE |  |", "| smote | 7 | 0.6250 (partial) | PRUNED |  |"]

@@ -15,7 +15,9 @@ the missing number is run. Any number of workers (``--n-jobs`` processes here, o
 on other machines) share one study: each new trial is asked for under a lock of the study (an advisory lock in
 PostgreSQL, a file lock beside a file storage), after counting the finished and running ones, so together they run
 exactly ``n_trials`` trials and no trial twice. With an RDB storage every running trial records a heartbeat; a
-trial whose worker died (SIGKILL, a lost machine) is failed after ``tune.grace_period`` and a replacement runs.
+trial whose worker died (SIGKILL, a lost machine) is failed after ``tune.grace_period``. An interrupted trial (SIGTERM,
+Ctrl-C, or failed by heartbeat) is run again with its parameters, once, by the next trial asked for; the retry's
+``retry_of`` (trials table, MLflow tag ``embalance.retry_of``) names it. A resumed study loses only the folds in flight.
 
 After the search, the best configuration and the untuned default of the same method are each evaluated once with
 the full protocol (every draw) on the balanced test set; both go to MLflow and to ``results/<dataset>/best.json``
@@ -54,12 +56,15 @@ from embalance.params import set_values, validate
 from embalance.runtime import derive_seed
 from embalance.stages.tune.space import StudySpec, make_pruner, make_sampler, study_specs, trial_config
 from embalance.stages.tune.storage import (
+    FAIL_REASON,
     FINISHED,
+    RETRY_OF,
     _heartbeat_enabled,
     _join,
     _quiet_optuna,
     _stale_trial_closer,
     _without_password,
+    enqueue_retry,
     heartbeat,
     log_trial_end,
     open_storage,
@@ -155,6 +160,7 @@ def run_worker(
                     if finished >= spec.n_trials or (finished + running >= spec.n_trials and not heartbeats):
                         break
                     if finished + running < spec.n_trials:
+                        enqueue_retry(study)  # an interrupted trial first, with its parameters
                         trial = study.ask()
                         trial.set_user_attr("worker", me)
                         if heartbeats:  # before the lock is released: from now on, if this worker dies, its trial is failed
@@ -201,7 +207,8 @@ def _run_trial(
         try:
             # Store writes are held against Ctrl-C/SIGTERM (tracking.deferred_interrupts); the folds' work is not.
             with tracking.deferred_interrupts():
-                run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number), "embalance.worker": worker})
+                retry_of = {"embalance.retry_of": str(trial.user_attrs[RETRY_OF])} if RETRY_OF in trial.user_attrs else {}
+                run_id = writer.create(f"trial {trial.number}", parent_run_id, {"embalance.run_type": "trial", "optuna.trial_number": str(trial.number), "embalance.worker": worker, **retry_of})
                 config = trial_config(trial, spec)
                 # Every value the trial trains with, under its params.yaml key, as on cell runs; the searched ones among them.
                 writer.log(run_id, params={**run_params(with_overrides(params, config), spec.dataset, config["method"], spec.size, draw=None), **config})
@@ -242,6 +249,8 @@ def _run_trial(
             with tracking.deferred_interrupts():  # a second signal waits until the trial is closed in both stores
                 with contextlib.suppress(UpdateFinishedTrialError):
                     trial.set_user_attr("folds_run", len(scores))
+                    if state == TrialState.FAIL:  # an interrupted one is retried (enqueue_retry), a crashed one not
+                        trial.set_user_attr(FAIL_REASON, reason)
                 study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
                 stored = stored_state(study, trial)
                 if stored != state:  # failed by another worker while this one was still at it: the study has the last word
@@ -495,7 +504,8 @@ def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
 
     ``value`` is the objective of a COMPLETE trial and empty otherwise. A PRUNED trial's score is ``partial_value``:
     the mean validation balanced accuracy over the ``folds_run`` folds it ran before it was stopped, which is not
-    comparable with ``value`` (Optuna itself keeps the last fold's score as a pruned trial's value).
+    comparable with ``value`` (Optuna itself keeps the last fold's score as a pruned trial's value). ``retry_of``: the
+    interrupted trial whose parameters this one runs again (empty when none).
     """
     rows = []
     for t in trials:
@@ -503,7 +513,8 @@ def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
         folds = list(t.intermediate_values.values())
         rows.append({"number": t.number, "state": t.state.name, "value": t.value if t.state == TrialState.COMPLETE else None, **per_draw,
                      "partial_value": float(np.mean(folds)) if t.state == TrialState.PRUNED and folds else None,
-                     "folds_run": t.user_attrs.get("folds_run"), **t.params, "duration_s": t.duration.total_seconds() if t.duration else None})  # fmt: skip
+                     "folds_run": t.user_attrs.get("folds_run"), **t.params, "duration_s": t.duration.total_seconds() if t.duration else None,
+                     "retry_of": t.user_attrs.get(RETRY_OF)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -517,14 +528,15 @@ def grid_markdown(table: pd.DataFrame, spec: StudySpec) -> str:
         + (f" With {spec.draws} draws: the mean over draws of each draw's mean." if spec.draws > 1 else "")
         + " A pruned trial shows the mean over the folds it ran, marked (partial).",
         "",
-        "| method | " + " | ".join(keys) + " | validation balanced accuracy | state |",
-        "|---|" + "---|" * len(keys) + "---|---|",
+        "| method | " + " | ".join(keys) + " | validation balanced accuracy | state | retry of |",
+        "|---|" + "---|" * len(keys) + "---|---|---|",
     ]
     for row in table.sort_values(["method", *keys]).to_dict("records"):
         vals = " | ".join("" if pd.isna(row.get(k)) else f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys)
         score = (f"{row['value']:.4f}" if not pd.isna(row["value"])
                  else f"{row['partial_value']:.4f} (partial)" if not pd.isna(row["partial_value"]) else "")  # fmt: skip
-        lines.append(f"| {row['method']} | {vals} | {score} | {row['state']} |")
+        retry = "" if pd.isna(row.get("retry_of")) else f"trial {int(row['retry_of'])}"
+        lines.append(f"| {row['method']} | {vals} | {score} | {row['state']} | {retry} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Where a study lives and how workers share it: storages, study locks, heartbeats.
+"""Where a study lives and how workers share it: storages, study locks, heartbeats, retries of interrupted trials.
 
 This is the one module that reaches into Optuna's non-public API, for the no-overshoot scheduling that the public
 API has no form for: many workers each asking for trials under one lock until exactly ``n_trials`` have finished,
@@ -29,6 +29,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 WORKERS_JOINED = "embalance.workers_joined"  # a study attribute: how many workers have joined it so far
+
+
+RETRY_OF = "retry_of"  # a trial's user attribute: the number of the interrupted trial whose parameters it runs again
+FAIL_REASON = "fail_reason"  # a failed trial's user attribute, written by its own worker: why it failed
 
 
 SCHEMA_LOCK_KEY = 0x656D62616C616E63  # "embalanc": the advisory lock under which Optuna's tables are created
@@ -126,6 +130,31 @@ def _join(study: optuna.Study) -> int:
     index = int(study.user_attrs.get(WORKERS_JOINED, 0))
     study.set_user_attr(WORKERS_JOINED, index + 1)
     return index
+
+
+def interrupted(trial: FrozenTrial) -> bool:
+    """Whether a failed trial was cut off rather than wrong: its worker was interrupted (Ctrl-C, SIGTERM: reason
+    ``interrupted (...)``), or it was failed by heartbeat (its worker killed or cut off), which leaves no reason
+    since a finished trial takes no more attributes. A trial that failed of an error (a bug) is not retried."""
+    reason = trial.user_attrs.get(FAIL_REASON)
+    return trial.state == TrialState.FAIL and (reason is None or str(reason).startswith("interrupted ("))
+
+
+def enqueue_retry(study: optuna.Study) -> int | None:
+    """Enqueue the first interrupted trial that has no retry yet, with its parameters and ``retry_of`` its number;
+    returns that number (None: nothing to retry). Call under the study's lock, just before ``study.ask()``.
+
+    A retry is a trial like any other: if it is interrupted in turn, it is retried once more (one retry per
+    interruption); a trial already retried, or with its retry waiting, is not enqueued again by any worker. Only
+    finished trials count towards ``n_trials``, so an interrupted one costs at most the folds it had run.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    for t in trials:
+        if interrupted(t) and t.number not in retried:
+            study.enqueue_trial(t.params, user_attrs={RETRY_OF: t.number})
+            return t.number
+    return None
 
 
 def _stale_trial_closer(writer: tracking.RunWriter, parent_run_id: str, grace_period: int | None) -> Callable[[optuna.Study, FrozenTrial], None]:
