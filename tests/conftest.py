@@ -203,3 +203,15 @@ def project_env(uri: str) -> dict[str, str]:
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "EMBALANCE_PARENT_RUN_ID"):
         env.pop(var, None)
     return env
+
+
+def small_pipeline_params(tiny_params: dict, n_trials: int = 2) -> dict:
+    """The tiny params cut further for a whole pipeline: two methods, one tuned size with ``n_trials`` trials of one
+    method, a short parity check and a one-method report (what the end-to-end pipeline tests run)."""
+    p = dict(tiny_params)
+    p["augment"] = {**p["augment"], "methods": ["none", "random"]}
+    p["tune"] = {**p["tune"], "sizes": [32], "n_trials": n_trials, "methods": ["random"]}
+    p["export"] = {**p["export"], "parity_texts": 8}
+    p["report"] = {**p["report"], "projection": {**p["report"]["projection"], "methods": ["random"], "size": 32},
+                   "separability": {**p["report"]["separability"], "methods": ["random"], "sizes": [32]}}  # fmt: skip
+    return p

@@ -16,7 +16,7 @@ from embalance.cli import main as cli_main
 from embalance.errors import ConfigError
 from embalance.stages import pipeline
 
-from .conftest import BIN, git_dvc_project, project_env
+from .conftest import BIN, git_dvc_project, project_env, small_pipeline_params
 
 
 # -------------------------------------------------------------------------------------------- the overrides
@@ -166,17 +166,6 @@ def test_mlflow_run_and_dvc_share_one_state(tiny_params: dict, tmp_path: Path) -
 
 
 # ------------------------------------------------------------------------ the stages' command, a failed experiment
-def _small(tiny_params: dict) -> dict:
-    """The tiny params cut further for a whole pipeline: two methods, one tuned size with two trials of one method."""
-    p = dict(tiny_params)
-    p["augment"] = {**p["augment"], "methods": ["none", "random"]}
-    p["tune"] = {**p["tune"], "sizes": [32], "n_trials": 2, "methods": ["random"]}
-    p["export"] = {**p["export"], "parity_texts": 8}
-    p["report"] = {**p["report"], "projection": {**p["report"]["projection"], "methods": ["random"], "size": 32},
-                   "separability": {**p["report"]["separability"], "methods": ["random"], "sizes": [32]}}  # fmt: skip
-    return p
-
-
 def _bare_env(uri: str) -> dict[str, str]:
     """:func:`project_env` without the virtual environment on PATH: what a user without it activated has."""
     return {**project_env(uri), "PATH": f"/usr/bin{os.pathsep}/bin"}
@@ -185,7 +174,7 @@ def _bare_env(uri: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_pipeline_stages_run_the_embalance_that_started_it(tiny_params: dict, tmp_path: Path) -> None:
     """`.venv/bin/embalance pipeline` with the environment not activated: its stages call `embalance`, found beside it."""
-    p = _small(tiny_params)
+    p = small_pipeline_params(tiny_params)
     proj = tmp_path / "proj"
     git_dvc_project(proj, p)
     out = _run([str(BIN / "embalance"), "pipeline"], proj, _bare_env(p["tracking"]["uri"]))
@@ -198,7 +187,7 @@ def test_a_failed_experiment_leaves_the_workspace_as_it_was(tiny_params: dict, t
     """An override that the schema takes but the tune stage refuses (k_neighbors >= a fold's 2 minority samples at
     size 4): `dvc exp run` fails after writing it into params.yaml, which is then put back byte for byte, and so is
     every tracked file the run changed; a file the user had changed before keeps the user's change."""
-    p = _small(tiny_params)
+    p = small_pipeline_params(tiny_params)
     proj = tmp_path / "proj"
     git_dvc_project(proj, p)
     (proj / "MLproject").write_text((proj / "MLproject").read_text() + "# the user's own edit\n")

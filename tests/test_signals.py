@@ -12,18 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import BIN, git_dvc_project, project_env
-
-
-def _long_tune(tiny_params: dict) -> dict:
-    """The tiny params with a tune stage of many trials: long enough to be caught running."""
-    p = dict(tiny_params)
-    p["augment"] = {**p["augment"], "methods": ["none", "random"]}
-    p["tune"] = {**p["tune"], "sizes": [32], "n_trials": 40, "methods": ["random"]}
-    p["export"] = {**p["export"], "parity_texts": 8}
-    p["report"] = {**p["report"], "projection": {**p["report"]["projection"], "methods": ["random"], "size": 32},
-                   "separability": {**p["report"]["separability"], "methods": ["random"], "sizes": [32]}}  # fmt: skip
-    return p
+from .conftest import BIN, git_dvc_project, project_env, small_pipeline_params
 
 
 def _processes_of(proj: Path) -> list[psutil.Process]:
@@ -57,7 +46,7 @@ def _wait_for_tune(proj: Path, launcher: subprocess.Popen, log: Path, timeout: f
 def _stopped_and_resumed(cmd: list[str], tiny_params: dict, tmp_path: Path) -> None:
     """``cmd`` started in a tiny project, SIGTERM to it once `embalance tune` runs: within 10 s no process of the
     project is left; then `embalance pipeline` finishes the work and DVC says it is up to date."""
-    p = _long_tune(tiny_params)
+    p = small_pipeline_params(tiny_params, n_trials=40)
     proj = tmp_path / "proj"
     git_dvc_project(proj, p)
     env = project_env(p["tracking"]["uri"])
