@@ -158,10 +158,11 @@ def _group_gone(proc: subprocess.Popen[bytes], deadline: float) -> bool:
         time.sleep(0.1)
 
 
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 7.0) -> None:
     """SIGTERM to the process group ``proc`` leads (DVC and the stage it runs: each unwinds, keeping finished work),
     a wait of at most ``timeout`` seconds for all of it to be gone, then SIGKILL to whatever is left. A second
-    interrupt during the wait kills the group at once."""
+    interrupt during the wait kills the group at once. ``timeout`` is short enough that the pipeline has exited
+    within 10 s of the signal (what a scheduler expects); a trial killed in its close is retried on resume."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
